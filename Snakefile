@@ -1,0 +1,32 @@
+# A loss-landscape laboratory (see README.md and ../shared/DESIGN.md).
+#
+# Output paths, keyed by what produced them:
+#   results/{dataset}/{model}/{run}/checkpoints/epoch{epoch}.pt          train_model
+#   results/{dataset}/{model}/{run}/history.h5                           export_history
+#   results/{dataset}/{model}/{run}/directions/epoch{epoch}/{direction}.h5   make_direction
+#   results/{dataset}/{model}/{run}/curves/epoch{epoch}/{curve}.h5       compute_curve
+#   results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png  plot_curve
+#   results/catalog.csv                                                  write_catalog
+# Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/train.smk"
+include: "rules/directions.smk"
+include: "rules/landscape.smk"
+include: "rules/figures.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.write_catalog.output.csv,

@@ -1,0 +1,647 @@
+"""Datasets: load one configured dataset into train/test splits ready for iteration.
+
+Small data (digits, CIFAR, SVHN) is held as two tensors on the target device
+(:class:`TensorSplit`); batches are index slices, so iteration costs no Python
+per-sample work and is identical on CPU and CUDA for a given generator state.
+Image-folder data (Flowers-102, CUB-200, CINIC-10, ImageNet) is read lazily
+through a :class:`torch.utils.data.DataLoader` (:class:`DatasetSplit`).
+
+Nothing is ever downloaded: paper-scale sources read a local folder ``root``
+laid out as torchvision's datasets expect it.
+
+Example:
+    >>> bundle = load_data({"source": "digits"}, key="datasets.digits")
+    >>> bundle.num_classes, bundle.input_shape, len(bundle.train), len(bundle.test)
+    (10, (1, 8, 8), 1347, 450)
+"""
+
+from __future__ import annotations
+
+import pickle
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+__all__ = [
+    "SOURCES",
+    "DataBundle",
+    "DatasetError",
+    "DatasetSplit",
+    "Split",
+    "TensorSplit",
+    "load_data",
+]
+
+SOURCES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder")
+
+# Per-channel normalization constants (mean, std) of the training sets.
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+_CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+_SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+_FLOWERS_CLASSES = 102
+
+
+class DatasetError(ValueError):
+    """A dataset configuration or its files are wrong; the message names the config key."""
+
+
+# --------------------------------------------------------------------------- splits
+
+
+class Split(ABC):
+    """One split (train or test) held ready for iteration on a device."""
+
+    device: torch.device
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of samples."""
+
+    @abstractmethod
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Iterate over ``(x, y)`` mini-batches already on the split's device.
+
+        Args:
+            batch_size: Samples per batch (the last one may be smaller).
+            shuffle: Visit samples in the order ``torch.randperm(len(self), generator=generator)``.
+            generator: CPU generator driving the shuffle; ``None`` uses the global RNG.
+            drop_last: Skip a final batch smaller than ``batch_size``.
+
+        Yields:
+            ``(x, y)`` with ``y`` of dtype int64.
+        """
+
+    @abstractmethod
+    def subset(self, n: int) -> Split:
+        """Return a split of the same kind holding the first ``n`` samples."""
+
+
+def _check_batch_size(batch_size: int) -> None:
+    """Reject a non-positive or non-integer batch size."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _check_subset_size(n: int) -> None:
+    """Reject a negative or non-integer subset size."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"subset size must be a non-negative integer, got {n!r}")
+
+
+def _order(n: int, shuffle: bool, generator: torch.Generator | None) -> Tensor | None:
+    """Return the CPU visiting order for ``n`` samples, or ``None`` for the natural order."""
+    if not shuffle:
+        return None
+    return torch.randperm(n, generator=generator)
+
+
+class TensorSplit(Split):
+    """A split held as two tensors on the device; batches are index slices.
+
+    Args:
+        x: Inputs, first dimension indexes samples.
+        y: Integer class labels, shape ``(N,)``; stored as int64.
+        device: Where both tensors live.
+
+    Example:
+        >>> s = TensorSplit(torch.arange(5.0).unsqueeze(1), torch.tensor([0, 1, 0, 1, 0]))
+        >>> [yb.tolist() for _, yb in s.batches(2)]
+        [[0, 1], [0, 1], [0]]
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, device: torch.device | str = "cpu") -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(device=self.device, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __repr__(self) -> str:
+        return f"TensorSplit(n={len(self)}, x={tuple(self.x.shape)}, device={self.device})"
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """See :meth:`Split.batches`; the permutation is drawn on CPU then moved to the device."""
+        _check_batch_size(batch_size)
+        n = len(self)
+        order = _order(n, shuffle, generator)
+        if order is not None:
+            order = order.to(self.device)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if drop_last and stop - start < batch_size:
+                break
+            if order is None:
+                yield self.x[start:stop], self.y[start:stop]
+            else:
+                idx = order[start:stop]
+                yield self.x[idx], self.y[idx]
+
+    def subset(self, n: int) -> TensorSplit:
+        """Return the first ``n`` samples (all of them if ``n >= len(self)``)."""
+        _check_subset_size(n)
+        return TensorSplit(self.x[:n], self.y[:n], self.device)
+
+
+class DatasetSplit(Split):
+    """A split read lazily from a map-style dataset through a DataLoader.
+
+    Args:
+        dataset: Map-style dataset returning ``(image_tensor, int_label)``.
+        device: Where batches are moved (``non_blocking``; memory is pinned on CUDA).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self, dataset: Dataset, device: torch.device | str = "cpu", num_workers: int = 0
+    ) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"DatasetSplit(n={len(self)}, device={self.device}, num_workers={self.num_workers})"
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """See :meth:`Split.batches`; the shuffled order is passed to the DataLoader as sampler."""
+        _check_batch_size(batch_size)
+        order = _order(len(self), shuffle, generator)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            sampler=order.tolist() if order is not None else None,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=drop_last,
+        )
+        for xb, yb in loader:
+            yb = torch.as_tensor(yb, dtype=torch.int64)
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+    def subset(self, n: int) -> DatasetSplit:
+        """Return the first ``n`` samples (all of them if ``n >= len(self)``)."""
+        _check_subset_size(n)
+        keep = range(min(n, len(self)))
+        return DatasetSplit(Subset(self.dataset, keep), self.device, self.num_workers)
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """A loaded dataset: both splits plus what a model needs to know about them."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+
+# --------------------------------------------------------------------------- spec helpers
+
+
+def _opt_int(spec: Mapping[str, Any], name: str, key: str, minimum: int) -> int | None:
+    """Read an optional integer ``spec[name]`` (``None`` allowed) of at least ``minimum``."""
+    value = spec.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DatasetError(f"{key}.{name} must be an integer >= {minimum} or null, got {value!r}")
+    return value
+
+
+def _int(spec: Mapping[str, Any], name: str, key: str, default: int, minimum: int) -> int:
+    """Read an integer ``spec[name]`` with a default."""
+    value = _opt_int(spec, name, key, minimum)
+    return default if value is None else value
+
+
+def _bool(spec: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
+    """Read a boolean ``spec[name]`` with a default."""
+    value = spec.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise DatasetError(f"{key}.{name} must be true or false, got {value!r}")
+    return value
+
+
+def _root(spec: Mapping[str, Any], key: str, source: str, expected: str) -> Path:
+    """Return the existing root folder of a paper-scale source.
+
+    Args:
+        spec: The dataset block.
+        key: Its config path, for messages.
+        source: The source name, for messages.
+        expected: Human description of the files expected under the root.
+    """
+    raw = spec.get("root")
+    if raw is None or raw == "":
+        raise DatasetError(f"{key}.root is required for source '{source}'")
+    root = Path(raw).expanduser()
+    if not root.is_dir():
+        raise DatasetError(
+            f"{key}.root: directory {str(root)!r} does not exist "
+            f"(source '{source}' expects {expected} there; nothing is downloaded)"
+        )
+    return root
+
+
+def _require_file(path: Path, key: str) -> Path:
+    """Return ``path`` if it is a file, else raise a DatasetError naming ``key.root``."""
+    if not path.is_file():
+        raise DatasetError(f"{key}.root: expected file {str(path)!r} is missing")
+    return path
+
+
+def _limits(spec: Mapping[str, Any], key: str) -> tuple[int | None, int | None]:
+    """Return ``(max_train, max_test)``."""
+    return _opt_int(spec, "max_train", key, 1), _opt_int(spec, "max_test", key, 1)
+
+
+def _normalize_uint8(images: np.ndarray, stats: tuple[Sequence[float], Sequence[float]]) -> Tensor:
+    """Scale ``(N, C, H, W)`` uint8 images to [0, 1] and normalize per channel (float32)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
+    mean = torch.tensor(stats[0], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(stats[1], dtype=torch.float32).view(1, -1, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def _tensor_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    stats: tuple[Sequence[float], Sequence[float]],
+    limit: int | None,
+    device: torch.device | str,
+) -> TensorSplit:
+    """Build a normalized TensorSplit from uint8 images, keeping the first ``limit`` samples."""
+    images, labels = images[:limit], labels[:limit]
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return TensorSplit(_normalize_uint8(images, stats), y, device)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) -> DataBundle:
+    """Load scikit-learn's 8x8 digits with a fixed stratified split, standardized on train."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    fraction = spec.get("test_fraction", 0.25)
+    if fraction is None:
+        fraction = 0.25
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0.0 < float(fraction) < 1.0
+    ):
+        raise DatasetError(f"{key}.test_fraction must be a number in (0, 1), got {fraction!r}")
+    seed = _int(spec, "split_seed", key, 0, 0)
+    max_train, max_test = _limits(spec, key)
+
+    digits = load_digits()
+    images = digits.images.astype(np.float64) / 16.0
+    labels = digits.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=float(fraction), random_state=seed, stratify=labels
+    )
+    mean = images[idx_train].mean()
+    std = images[idx_train].std()
+    images = ((images - mean) / std).astype(np.float32)[:, None, :, :]
+
+    def split(idx: np.ndarray, limit: int | None) -> TensorSplit:
+        idx = idx[:limit]
+        x = torch.from_numpy(np.ascontiguousarray(images[idx]))
+        return TensorSplit(x, torch.from_numpy(labels[idx]), device)
+
+    return DataBundle(
+        "digits", split(idx_train, max_train), split(idx_test, max_test), 10, (1, 8, 8)
+    )
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def _read_pickle(path: Path, key: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR python-pickle batch as ``(N, 3, 32, 32)`` uint8 images and labels."""
+    with _require_file(path, key).open("rb") as fh:
+        try:
+            batch = pickle.load(fh, encoding="bytes")
+        except Exception as exc:  # any unpickling failure is a data problem
+            raise DatasetError(f"{key}.root: cannot read CIFAR batch {str(path)!r}: {exc}") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise DatasetError(f"{key}.root: {str(path)!r} lacks the keys b'data' and {label_key!r}")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
+        raise DatasetError(
+            f"{key}.root: {str(path)!r} has data {data.shape} and {labels.shape[0]} labels; "
+            "expected N x 3072 and N labels"
+        )
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _read_pickles(
+    paths: Sequence[Path], key: str, label_key: bytes
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate several CIFAR batches."""
+    parts = [_read_pickle(p, key, label_key) for p in paths]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _load_cifar(
+    spec: Mapping[str, Any], device: torch.device | str, key: str, source: str
+) -> DataBundle:
+    """Load CIFAR-10 or CIFAR-100 from torchvision's python-pickle layout under ``root``."""
+    if source == "cifar10":
+        sub, train_names, test_name = (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            "test_batch",
+        )
+        label_key, stats, classes = b"labels", _CIFAR10_STATS, 10
+    else:
+        sub, train_names, test_name = "cifar-100-python", ["train"], "test"
+        label_key, stats, classes = b"fine_labels", _CIFAR100_STATS, 100
+    expected = f"{sub}/{{{','.join([*train_names, test_name])}}}"
+    root = _root(spec, key, source, expected)
+    max_train, max_test = _limits(spec, key)
+    folder = root / sub
+    x_train, y_train = _read_pickles([folder / n for n in train_names], key, label_key)
+    x_test, y_test = _read_pickle(folder / test_name, key, label_key)
+    train = _tensor_split(x_train, y_train, stats, max_train, device)
+    test = _tensor_split(x_test, y_test, stats, max_test, device)
+    return DataBundle(source, train, test, classes, (3, 32, 32))
+
+
+# --------------------------------------------------------------------------- SVHN
+
+
+def _read_svhn(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read an SVHN ``*_32x32.mat`` file as ``(N, 3, 32, 32)`` uint8 images and 0-9 labels."""
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(_require_file(path, key)))
+    except DatasetError:
+        raise
+    except Exception as exc:  # any parse failure is a data problem
+        raise DatasetError(f"{key}.root: cannot read {str(path)!r}: {exc}") from exc
+    if "X" not in mat or "y" not in mat:
+        raise DatasetError(f"{key}.root: {str(path)!r} lacks the variables 'X' and 'y'")
+    images = np.asarray(mat["X"], dtype=np.uint8)
+    labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+    if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != labels.shape[0]:
+        raise DatasetError(
+            f"{key}.root: {str(path)!r} has X {images.shape} and {labels.shape[0]} labels; "
+            "expected 32 x 32 x 3 x N and N labels"
+        )
+    labels = np.where(labels == 10, 0, labels)
+    return np.transpose(images, (3, 2, 0, 1)), labels
+
+
+def _load_svhn(spec: Mapping[str, Any], device: torch.device | str, key: str) -> DataBundle:
+    """Load SVHN (cropped digits) from ``train_32x32.mat`` and ``test_32x32.mat``."""
+    root = _root(spec, key, "svhn", "train_32x32.mat and test_32x32.mat")
+    max_train, max_test = _limits(spec, key)
+    x_train, y_train = _read_svhn(root / "train_32x32.mat", key)
+    x_test, y_test = _read_svhn(root / "test_32x32.mat", key)
+    train = _tensor_split(x_train, y_train, _SVHN_STATS, max_train, device)
+    test = _tensor_split(x_test, y_test, _SVHN_STATS, max_test, device)
+    return DataBundle("svhn", train, test, 10, (3, 32, 32))
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _transforms(image_size: int, augment: bool) -> tuple[Callable, Callable]:
+    """Return ``(train_transform, test_transform)`` with ImageNet normalization."""
+    from torchvision import transforms as T
+
+    normalize = T.Normalize(*_IMAGENET_STATS)
+    evaluation = T.Compose(
+        [
+            T.Resize(round(image_size * 256 / 224)),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            normalize,
+        ]
+    )
+    if not augment:
+        return evaluation, evaluation
+    training = T.Compose(
+        [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    )
+    return training, evaluation
+
+
+class _ImageFiles(Dataset):
+    """Images listed by path with integer labels, read with PIL and converted to RGB."""
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], transform: Callable) -> None:
+        self.files = list(files)
+        self.labels = [int(v) for v in labels]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        with Image.open(self.files[index]) as img:
+            image = img.convert("RGB")
+        return self.transform(image), self.labels[index]
+
+
+def _image_options(spec: Mapping[str, Any], key: str) -> tuple[int, bool, int]:
+    """Return ``(image_size, augment, num_workers)`` of an image-folder source."""
+    image_size = _int(spec, "image_size", key, 224, 8)
+    augment = _bool(spec, "augment", key, False)
+    num_workers = _int(spec, "num_workers", key, 0, 0)
+    return image_size, augment, num_workers
+
+
+def _limited(dataset: Dataset, limit: int | None) -> Dataset:
+    """Keep the first ``limit`` samples of a dataset (all if ``None``)."""
+    if limit is None or limit >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    return Subset(dataset, range(limit))
+
+
+def _mat_ids(path: Path, name: str, key: str) -> np.ndarray:
+    """Read the 1-based integer vector ``name`` from a .mat file."""
+    from scipy.io import loadmat
+
+    mat = loadmat(str(_require_file(path, key)))
+    if name not in mat:
+        raise DatasetError(f"{key}.root: {str(path)!r} lacks the variable {name!r}")
+    return np.asarray(mat[name], dtype=np.int64).reshape(-1)
+
+
+def _flowers_split(
+    root: Path, ids: np.ndarray, labels: np.ndarray, key: str, transform: Callable
+) -> _ImageFiles:
+    """Build the dataset of the 1-based image ``ids`` with 0-based labels."""
+    if ids.size and (ids.min() < 1 or ids.max() > labels.size):
+        raise DatasetError(
+            f"{key}.root: setid.mat refers to image ids outside 1..{labels.size} "
+            "(the number of entries of imagelabels.mat)"
+        )
+    files = [root / "jpg" / f"image_{i:05d}.jpg" for i in ids]
+    for path in files:
+        _require_file(path, key)
+    return _ImageFiles(files, (labels[ids - 1] - 1).tolist(), transform)
+
+
+def _load_flowers(spec: Mapping[str, Any], device: torch.device | str, key: str) -> DataBundle:
+    """Load Oxford Flowers-102 from the official ``jpg/``, ``imagelabels.mat``, ``setid.mat``."""
+    root = _root(spec, key, "flowers102", "jpg/image_*.jpg, imagelabels.mat and setid.mat")
+    max_train, max_test = _limits(spec, key)
+    image_size, augment, num_workers = _image_options(spec, key)
+    with_val = _bool(spec, "train_with_val", key, False)
+    labels = _mat_ids(root / "imagelabels.mat", "labels", key)
+    if labels.size and (labels.min() < 1 or labels.max() > _FLOWERS_CLASSES):
+        raise DatasetError(f"{key}.root: imagelabels.mat labels must lie in 1..{_FLOWERS_CLASSES}")
+    setid = root / "setid.mat"
+    train_ids = _mat_ids(setid, "trnid", key)
+    if with_val:
+        train_ids = np.concatenate([train_ids, _mat_ids(setid, "valid", key)])
+    test_ids = _mat_ids(setid, "tstid", key)
+    train_tf, test_tf = _transforms(image_size, augment)
+    train = _flowers_split(root, train_ids, labels, key, train_tf)
+    test = _flowers_split(root, test_ids, labels, key, test_tf)
+    return DataBundle(
+        "flowers102",
+        DatasetSplit(_limited(train, max_train), device, num_workers),
+        DatasetSplit(_limited(test, max_test), device, num_workers),
+        _FLOWERS_CLASSES,
+        (3, image_size, image_size),
+    )
+
+
+def _test_dir(root: Path, spec: Mapping[str, Any], key: str) -> Path:
+    """Resolve the test sub-folder: ``test_dir`` (default ``val``, falling back to ``test``)."""
+    name = spec.get("test_dir") or "val"
+    if not isinstance(name, str):
+        raise DatasetError(f"{key}.test_dir must be a string, got {name!r}")
+    path = root / name
+    if path.is_dir():
+        return path
+    if name == "val" and (root / "test").is_dir():
+        return root / "test"
+    tried = "'val' or 'test'" if name == "val" else repr(name)
+    raise DatasetError(
+        f"{key}.test_dir: no test folder {tried} under {str(root)!r} "
+        "(expected <root>/<test_dir>/<class>/<image>)"
+    )
+
+
+def _image_folder(path: Path, key: str, transform: Callable) -> Any:
+    """Open a torchvision ImageFolder, turning its errors into DatasetErrors."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, OSError) as exc:
+        raise DatasetError(f"{key}.root: cannot read image folder {str(path)!r}: {exc}") from exc
+
+
+def _load_imagefolder(spec: Mapping[str, Any], device: torch.device | str, key: str) -> DataBundle:
+    """Load a class-folder dataset: ``root/train/<class>/*`` and ``root/<test_dir>/<class>/*``."""
+    root = _root(spec, key, "imagefolder", "train/<class>/<image> and val/ (or test/)")
+    max_train, max_test = _limits(spec, key)
+    image_size, augment, num_workers = _image_options(spec, key)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DatasetError(f"{key}.root: expected folder {str(train_dir)!r} is missing")
+    test_dir = _test_dir(root, spec, key)
+    train_tf, test_tf = _transforms(image_size, augment)
+    train = _image_folder(train_dir, key, train_tf)
+    test = _image_folder(test_dir, key, test_tf)
+    if list(train.classes) != list(test.classes):
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise DatasetError(
+            f"{key}.root: class folders of {str(train_dir)!r} and {str(test_dir)!r} differ "
+            f"(only in train: {only_train[:5]}, only in test: {only_test[:5]})"
+        )
+    return DataBundle(
+        root.name or "imagefolder",
+        DatasetSplit(_limited(train, max_train), device, num_workers),
+        DatasetSplit(_limited(test, max_test), device, num_workers),
+        len(train.classes),
+        (3, image_size, image_size),
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_data(
+    spec: Mapping[str, Any], device: torch.device | str = "cpu", *, key: str = "dataset"
+) -> DataBundle:
+    """Load one configured dataset.
+
+    Args:
+        spec: The dataset's config block (``source`` plus source-specific keys).
+        device: Where TensorSplit data lives and DatasetSplit batches are moved.
+        key: Config path of ``spec`` (e.g. ``"datasets.c10"``), used in error messages.
+
+    Returns:
+        The train and test splits with ``num_classes`` and ``input_shape`` ``(C, H, W)``.
+
+    Raises:
+        DatasetError: The spec is invalid or the files under ``root`` are missing or malformed.
+    """
+    if not isinstance(spec, Mapping):
+        raise DatasetError(f"{key} must be a mapping, got {type(spec).__name__}")
+    source = spec.get("source")
+    if source not in SOURCES:
+        raise DatasetError(f"{key}.source must be one of {', '.join(SOURCES)}; got {source!r}")
+    device = torch.device(device)
+    if source == "digits":
+        return _load_digits(spec, device, key)
+    if source in ("cifar10", "cifar100"):
+        return _load_cifar(spec, device, key, source)
+    if source == "svhn":
+        return _load_svhn(spec, device, key)
+    if source == "flowers102":
+        return _load_flowers(spec, device, key)
+    return _load_imagefolder(spec, device, key)

@@ -1,0 +1,39 @@
+"""Matplotlib figures shared by the figure rules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from landscape import store
+
+SPLIT_STYLE = {"train": "-", "test": "--"}
+
+
+def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> None:
+    """Loss (left) and error (right) of a 1D curve against lambda, train and test.
+
+    The dotted black line marks the loss of a random guess, log(C) for C classes.
+    """
+    art = store.open(curve)
+    lam = art["lambda"]
+    splits = [s for s in ("train", "test") if f"{s}/loss" in art.data]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(8, 3.2), constrained_layout=True)
+    for s in splits:
+        ax_loss.plot(lam, art[f"{s}/loss"], SPLIT_STYLE[s], marker=".", label=s)
+        ax_err.plot(lam, art[f"{s}/error"], SPLIT_STYLE[s], marker=".", label=s)
+    num_classes = art.attrs.get("num_classes")
+    if num_classes:
+        ax_loss.axhline(math.log(num_classes), color="k", ls=":", lw=1, label="log(C)")
+    ax_loss.set(xlabel="lambda", ylabel="loss")
+    ax_err.set(xlabel="lambda", ylabel="error", ylim=(-0.02, 1.02))
+    ax_loss.legend(frameon=False)
+    fig.suptitle(title or Path(curve).stem)
+    with store.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
+    plt.close(fig)

@@ -1,0 +1,304 @@
+"""Deterministic SGD training, resumable from any checkpoint.
+
+A run's checkpoints form a chain: epoch 0 is the seeded initialization, and every later checkpoint
+continues training from the previous one. Each checkpoint carries the optimizer state and the
+history so far, and the data order of epoch ``e`` depends only on ``(seed, e)``, so training
+0 -> 10 -> 30 in two segments gives bitwise the same weights as 0 -> 30 in one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape import store
+from landscape.data import DataBundle, Split, load_data
+from landscape.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` block of a run (see ``schemas/config.schema.yaml``)."""
+
+    epochs: int = 20
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    seed: int = 0
+    checkpoints: tuple[int, ...] = (0,)
+    eval_batch_size: int = 1024
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> TrainConfig:
+        """Builds the config from a spec dict, rejecting unknown keys.
+
+        Raises:
+            ValueError: for an unknown key or a checkpoint epoch beyond ``epochs``.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"train: unknown key(s) {unknown}; known: {sorted(known)}")
+        values = dict(spec)
+        for key in ("milestones", "checkpoints"):
+            if key in values:
+                values[key] = tuple(values[key])
+        cfg = cls(**values)
+        late = [e for e in cfg.checkpoints if e > cfg.epochs]
+        if late:
+            raise ValueError(f"train.checkpoints: epochs {late} exceed train.epochs={cfg.epochs}")
+        if cfg.schedule not in ("constant", "cosine", "step"):
+            raise ValueError(f"train.schedule: unknown schedule {cfg.schedule!r}")
+        return cfg
+
+
+def checkpoint_epochs(cfg: TrainConfig) -> list[int]:
+    """The epochs at which a run keeps checkpoints: the configured ones plus 0 and the last.
+
+    >>> checkpoint_epochs(TrainConfig(epochs=30, checkpoints=(10,)))
+    [0, 10, 30]
+    """
+    return sorted(set(cfg.checkpoints) | {0, cfg.epochs})
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate used while training epoch ``epoch`` (0-based).
+
+    >>> learning_rate(TrainConfig(lr=0.1, schedule="step", milestones=(2,), gamma=0.5), 2)
+    0.05
+    """
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for the data order of one epoch, independent of all other epochs."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def resolve_device(name: str) -> torch.device:
+    """Maps the config's ``device`` (auto/cpu/cuda) to a torch device.
+
+    Raises:
+        ValueError: if CUDA is asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device: unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split, weighted per sample."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=_device_of(model))
+    correct = torch.zeros((), dtype=torch.int64, device=loss_sum.device)
+    for x, y in split.batches(batch_size):
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    n = len(split)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, cfg: TrainConfig, epoch: int
+) -> float:
+    """One epoch of SGD; returns the mean training loss seen during the epoch (may be NaN)."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(cfg, epoch)
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=_device_of(model))
+    seen = 0
+    for x, y in split.batches(
+        cfg.batch_size, shuffle=True, generator=epoch_generator(cfg.seed, epoch)
+    ):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * len(y)
+        seen += len(y)
+    return loss_sum.item() / max(seen, 1)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum and weight decay on every trainable parameter."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def history_row(model: nn.Module, data: DataBundle, cfg: TrainConfig, epoch: int) -> dict:
+    """Train/test loss and accuracy of the model after ``epoch`` epochs."""
+    train_loss, train_acc = evaluate_split(model, data.train, cfg.eval_batch_size)
+    test_loss, test_acc = evaluate_split(model, data.test, cfg.eval_batch_size)
+    return {
+        "epoch": epoch,
+        "lr": learning_rate(cfg, max(epoch - 1, 0)),
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+    }
+
+
+def train_model(
+    out: str | Path,
+    spec: Mapping[str, Any],
+    epoch: int,
+    previous: str | Path | None = None,
+    device: str = "auto",
+) -> dict:
+    """Writes the checkpoint of ``spec['run']`` at ``epoch``, continuing from ``previous``.
+
+    Args:
+        out: checkpoint path to write (atomically).
+        spec: ``{"run": name, "dataset": {...}, "model": {...}, "train": {...}}``.
+        epoch: the epoch of the checkpoint to write; 0 is the initialization.
+        previous: checkpoint of an earlier epoch of the same run (required for ``epoch > 0``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The checkpoint dict that was saved.
+
+    Raises:
+        DivergenceError: if the training loss becomes NaN or infinite; names run and epoch.
+        ValueError: for an inconsistent chain of checkpoints.
+    """
+    run = spec["run"]
+    cfg = TrainConfig.from_spec(spec["train"])
+    dev = resolve_device(device)
+    data = load_data(spec["dataset"], dev, key=f"datasets.{spec['dataset_name']}")
+    torch.manual_seed(cfg.seed)
+    model = build_model(
+        spec["model"], data.num_classes, data.input_shape, key=f"models.{spec['model_name']}"
+    ).to(dev)
+    optimizer = make_optimizer(model, cfg)
+    if epoch == 0:
+        start, history = 0, [history_row(model, data, cfg, 0)]
+    else:
+        if previous is None:
+            raise ValueError(f"run '{run}': epoch {epoch} needs a previous checkpoint")
+        state = store.read_checkpoint(previous)
+        start, history = state["meta"]["epoch"], list(state["meta"]["history"])
+        if start >= epoch:
+            raise ValueError(f"run '{run}': previous checkpoint {previous} is at epoch {start}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    for e in range(start, epoch):
+        train_loss = train_epoch(model, optimizer, data.train, cfg, e)
+        if not math.isfinite(train_loss):
+            raise DivergenceError(
+                f"run '{run}': training loss became {train_loss} in epoch {e + 1} "
+                f"(lr={learning_rate(cfg, e)}); no checkpoint written for epoch {epoch}"
+            )
+        history.append(history_row(model, data, cfg, e + 1))
+        log.info("run %s epoch %d: %s", run, e + 1, history[-1])
+    checkpoint = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": _to_cpu(optimizer.state_dict()),
+        "meta": {
+            "kind": "checkpoint",
+            "run": run,
+            "epoch": epoch,
+            "spec": dict(spec),
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "history": history,
+            "versions": store.versions(),
+        },
+    }
+    with store.atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
+    return checkpoint
+
+
+def load_model(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
+    """Rebuilds the model of a checkpoint from its own metadata; returns ``(model, meta)``."""
+    state = store.read_checkpoint(checkpoint)
+    meta = state["meta"]
+    spec = meta["spec"]
+    # The checkpoint holds every tensor: pretrained weights need not be read again.
+    model_spec = {k: v for k, v in spec["model"].items() if k != "weights"}
+    model = build_model(
+        model_spec,
+        meta["num_classes"],
+        tuple(meta["input_shape"]),
+        key=f"models.{spec['model_name']}",
+    )
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), meta
+
+
+def export_history(checkpoint: str | Path, out: str | Path) -> None:
+    """Writes a run's train/test loss and accuracy per epoch (from its last checkpoint) as HDF5."""
+    meta = store.read_checkpoint(checkpoint)["meta"]
+    rows = meta["history"]
+    with store.create(
+        out, kind="history", spec=meta["spec"], inputs={"checkpoint": checkpoint}
+    ) as w:
+        w.scale("epoch", np.array([r["epoch"] for r in rows], dtype=np.int64))
+        for split in ("train", "test"):
+            for metric in ("loss", "acc"):
+                values = np.array([r[f"{split}_{metric}"] for r in rows], dtype=np.float64)
+                w.put(f"{split}/{metric}", values, dims=("epoch",))
+        w.put("lr", np.array([r["lr"] for r in rows], dtype=np.float64), dims=("epoch",))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def chain(epochs: Iterable[int], epoch: int) -> int | None:
+    """The checkpoint epoch that training to ``epoch`` resumes from, or None for epoch 0.
+
+    >>> chain([0, 10, 30], 30), chain([0, 10, 30], 0)
+    (10, None)
+    """
+    earlier = [e for e in epochs if e < epoch]
+    return max(earlier) if earlier else None

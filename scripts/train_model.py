@@ -1,0 +1,20 @@
+"""Trains one run up to one checkpoint epoch, continuing from the run's previous checkpoint.
+
+Outputs:
+    checkpoint: results/{dataset}/{model}/{run}/checkpoints/epoch{epoch}.pt
+"""
+
+import json
+
+from landscape import logs
+from landscape.train import train_model
+
+if __name__ == "__main__":
+    logs.configure(snakemake.log[0], snakemake.threads)
+    train_model(
+        snakemake.output.checkpoint,
+        json.loads(snakemake.params.spec),
+        int(snakemake.wildcards.epoch),
+        previous=snakemake.input.get("previous"),
+        device=snakemake.params.device,
+    )

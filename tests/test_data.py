@@ -1,0 +1,448 @@
+"""Tests of landscape.data: digits, batching, and every paper-scale source on tiny fixtures."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from landscape.data import (
+    SOURCES,
+    DataBundle,
+    DatasetError,
+    DatasetSplit,
+    Split,
+    TensorSplit,
+    load_data,
+)
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    return load_data({"source": "digits"}, key="datasets.digits")
+
+
+def _write_pickle(path: Path, batch: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump(batch, fh)
+
+
+def _cifar_root(tmp_path: Path, rng: np.random.Generator, n: int = 20) -> Path:
+    """CIFAR-10 layout: 5 train batches of n images, one test batch of n images."""
+    root = tmp_path / "c10"
+    folder = root / "cifar-10-batches-py"
+    for i in range(1, 6):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        _write_pickle(folder / f"data_batch_{i}", {b"data": data, b"labels": labels})
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, size=n)]
+    _write_pickle(folder / "test_batch", {b"data": data, b"labels": labels})
+    return root
+
+
+def _jpeg(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (20, 14)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="JPEG")
+
+
+def _flowers_root(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """Flowers-102 layout with 8 images; labels 1-based, including the extremes 1 and 102."""
+    root = tmp_path / "flowers"
+    labels = np.array([1, 102, 5, 1, 7, 102, 3, 50])
+    for i in range(1, len(labels) + 1):
+        _jpeg(root / "jpg" / f"image_{i:05d}.jpg", (30 * i, 10, 200), size=(24 + i, 18))
+    scipy.io.savemat(root / "imagelabels.mat", {"labels": labels[None, :]})
+    scipy.io.savemat(
+        root / "setid.mat",
+        {
+            "trnid": np.array([[1, 2, 3]]),
+            "valid": np.array([[4, 5]]),
+            "tstid": np.array([[6, 7, 8]]),
+        },
+    )
+    return root, labels
+
+
+def _imagefolder_root(tmp_path: Path, test_dir: str = "val") -> Path:
+    """Class folders: train has 3 classes x 2 images, the test folder 3 classes x 1 image."""
+    root = tmp_path / "cub"
+    colors = {"ant": (255, 0, 0), "bee": (0, 255, 0), "cat": (0, 0, 255)}
+    for name, color in colors.items():
+        for j in range(2):
+            _jpeg(root / "train" / name / f"{j}.jpg", color)
+        _jpeg(root / test_dir / name / "0.jpg", color)
+    return root
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_sources_listed() -> None:
+    assert SOURCES == ("digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder")
+
+
+def test_digits_shapes_and_counts(digits: DataBundle) -> None:
+    assert digits.name == "digits"
+    assert digits.num_classes == 10
+    assert digits.input_shape == (1, 8, 8)
+    assert isinstance(digits.train, TensorSplit) and isinstance(digits.test, TensorSplit)
+    assert (len(digits.train), len(digits.test)) == (1347, 450)
+    assert len(digits.train) + len(digits.test) == 1797
+    assert digits.train.x.shape == (1347, 1, 8, 8)
+    assert digits.train.x.dtype == torch.float32
+    assert digits.train.y.dtype == torch.int64
+    assert set(digits.test.y.tolist()) == set(range(10))
+
+
+def test_digits_split_is_stratified(digits: DataBundle) -> None:
+    train = np.bincount(digits.train.y.numpy(), minlength=10)
+    test = np.bincount(digits.test.y.numpy(), minlength=10)
+    frac = test / (train + test)
+    assert np.all(np.abs(frac - 0.25) < 0.02)
+
+
+def test_digits_deterministic(digits: DataBundle) -> None:
+    again = load_data({"source": "digits", "test_fraction": 0.25, "split_seed": 0})
+    assert torch.equal(again.train.x, digits.train.x)
+    assert torch.equal(again.train.y, digits.train.y)
+    assert torch.equal(again.test.x, digits.test.x)
+    other = load_data({"source": "digits", "split_seed": 1})
+    assert not torch.equal(other.train.y, digits.train.y)
+
+
+def test_digits_standardized_on_train(digits: DataBundle) -> None:
+    x = digits.train.x.double()
+    assert abs(x.mean().item()) < 1e-5
+    assert abs(x.std(unbiased=False).item() - 1.0) < 1e-5
+    assert abs(digits.test.x.double().mean().item()) < 0.1
+
+
+def test_digits_test_fraction_and_limits() -> None:
+    b = load_data({"source": "digits", "test_fraction": 0.5, "max_train": 100, "max_test": 7})
+    assert (len(b.train), len(b.test)) == (100, 7)
+    full = load_data({"source": "digits", "test_fraction": 0.5})
+    assert (len(full.train), len(full.test)) == (898, 899)
+    assert torch.equal(b.train.x, full.train.x[:100])
+
+
+def test_digits_bad_test_fraction() -> None:
+    with pytest.raises(DatasetError, match=r"datasets\.d\.test_fraction"):
+        load_data({"source": "digits", "test_fraction": 1.5}, key="datasets.d")
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def _toy(n: int = 10) -> TensorSplit:
+    return TensorSplit(torch.arange(n, dtype=torch.float32).unsqueeze(1), torch.arange(n) % 3)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_cover_every_sample_once(digits: DataBundle, shuffle: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    sizes = []
+    for xb, yb in digits.train.batches(128, shuffle=shuffle, generator=g):
+        assert xb.shape[1:] == (1, 8, 8)
+        assert xb.shape[0] == yb.shape[0]
+        sizes.append(xb.shape[0])
+        seen.append(yb)
+    assert sizes == [128] * 10 + [67]
+    toy = _toy(10)
+    ids = torch.cat([xb[:, 0] for xb, _ in toy.batches(3, shuffle=shuffle, generator=g)])
+    assert sorted(ids.long().tolist()) == list(range(10))
+    assert torch.equal(torch.cat(seen).bincount(), digits.train.y.bincount())
+
+
+def test_batches_unshuffled_in_order() -> None:
+    toy = _toy(7)
+    batches = list(toy.batches(3))
+    assert [xb[:, 0].long().tolist() for xb, _ in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [yb.tolist() for _, yb in batches] == [[0, 1, 2], [0, 1, 2], [0]]
+
+
+def test_shuffle_reproducible() -> None:
+    toy = _toy(50)
+
+    def order(seed: int) -> list[int]:
+        g = torch.Generator().manual_seed(seed)
+        return (
+            torch.cat([xb[:, 0] for xb, _ in toy.batches(8, shuffle=True, generator=g)])
+            .long()
+            .tolist()
+        )
+
+    assert order(3) == order(3)
+    assert order(3) != order(4)
+    assert order(3) != list(range(50))
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(3)).tolist()
+    assert order(3) == expected
+
+
+def test_drop_last() -> None:
+    toy = _toy(10)
+    assert [xb.shape[0] for xb, _ in toy.batches(4, drop_last=True)] == [4, 4]
+    assert [xb.shape[0] for xb, _ in toy.batches(4)] == [4, 4, 2]
+    assert [xb.shape[0] for xb, _ in toy.batches(5, drop_last=True)] == [5, 5]
+    g = torch.Generator().manual_seed(1)
+    got = [xb.shape[0] for xb, _ in toy.batches(4, shuffle=True, generator=g, drop_last=True)]
+    assert got == [4, 4]
+
+
+def test_bad_batch_size() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        list(_toy().batches(0))
+
+
+def test_tensor_subset(digits: DataBundle) -> None:
+    sub = digits.train.subset(10)
+    assert isinstance(sub, TensorSplit) and isinstance(sub, Split)
+    assert len(sub) == 10
+    assert torch.equal(sub.x, digits.train.x[:10])
+    assert len(digits.test.subset(10_000)) == 450
+
+
+def test_dataset_split_matches_tensor_split() -> None:
+    toy = _toy(11)
+    ds = DatasetSplit(torch.utils.data.TensorDataset(toy.x, toy.y))
+    assert len(ds) == 11
+    for shuffle in (False, True):
+        ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        a = list(toy.batches(4, shuffle=shuffle, generator=ga, drop_last=True))
+        b = list(ds.batches(4, shuffle=shuffle, generator=gb, drop_last=True))
+        assert len(a) == len(b) == 2
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+            assert yb.dtype == torch.int64
+    sub = ds.subset(4)
+    assert isinstance(sub, DatasetSplit) and len(sub) == 4
+    assert [xb[:, 0].long().tolist() for xb, _ in sub.batches(10)] == [[0, 1, 2, 3]]
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def test_cifar10(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    root = _cifar_root(tmp_path, rng)
+    b = load_data({"source": "cifar10", "root": str(root)}, key="datasets.c10")
+    assert isinstance(b.train, TensorSplit)
+    assert b.num_classes == 10 and b.input_shape == (3, 32, 32) and b.name == "cifar10"
+    assert b.train.x.shape == (100, 3, 32, 32) and b.test.x.shape == (20, 3, 32, 32)
+    assert b.train.x.dtype == torch.float32
+    with (root / "cifar-10-batches-py" / "data_batch_2").open("rb") as fh:
+        raw = pickle.load(fh, encoding="bytes")
+    assert b.train.y[20:40].tolist() == raw[b"labels"]
+    # Pixel (channel 1, row 0, col 5) of image 20 is byte 1024 + 5 of row 0 of batch 2.
+    value = raw[b"data"][0, 1024 + 5] / 255.0
+    expected = (value - 0.4822) / 0.2435
+    assert b.train.x[20, 1, 0, 5].item() == pytest.approx(expected, abs=1e-5)
+    assert 0 <= b.train.y.min() and b.train.y.max() <= 9
+
+
+def test_cifar10_max_train(tmp_path: Path) -> None:
+    root = _cifar_root(tmp_path, np.random.default_rng(1))
+    full = load_data({"source": "cifar10", "root": str(root)})
+    b = load_data({"source": "cifar10", "root": str(root), "max_train": 30, "max_test": 5})
+    assert (len(b.train), len(b.test)) == (30, 5)
+    assert torch.equal(b.train.x, full.train.x[:30])
+    assert torch.equal(b.test.y, full.test.y[:5])
+
+
+def test_cifar100(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "c100" / "cifar-100-python"
+    fine = np.arange(20) * 5  # 0..95
+    for name, n in (("train", 20), ("test", 10)):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        batch = {b"data": data, b"fine_labels": fine[:n].tolist(), b"coarse_labels": [0] * n}
+        _write_pickle(folder / name, batch)
+    b = load_data({"source": "cifar100", "root": str(tmp_path / "c100")}, key="datasets.c100")
+    assert b.num_classes == 100
+    assert b.train.x.shape == (20, 3, 32, 32) and len(b.test) == 10
+    assert b.train.y.tolist() == fine.tolist()
+    assert b.test.y.max().item() == 45
+
+
+def test_cifar_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"datasets\.c10\.root is required"):
+        load_data({"source": "cifar10"}, key="datasets.c10")
+    with pytest.raises(DatasetError, match=r"datasets\.c10\.root is required"):
+        load_data({"source": "cifar10", "root": None}, key="datasets.c10")
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetError) as info:
+        load_data({"source": "cifar10", "root": str(missing)}, key="datasets.c10")
+    msg = str(info.value)
+    assert "datasets.c10.root" in msg and str(missing) in msg and "data_batch_1" in msg
+
+
+def test_cifar_missing_file(tmp_path: Path) -> None:
+    root = _cifar_root(tmp_path, np.random.default_rng(3))
+    victim = root / "cifar-10-batches-py" / "data_batch_4"
+    victim.unlink()
+    with pytest.raises(DatasetError) as info:
+        load_data({"source": "cifar10", "root": str(root)}, key="datasets.c10")
+    assert "datasets.c10.root" in str(info.value) and str(victim) in str(info.value)
+
+
+# --------------------------------------------------------------------------- SVHN
+
+
+def _svhn_root(tmp_path: Path) -> Path:
+    root = tmp_path / "svhn"
+    root.mkdir()
+    rng = np.random.default_rng(4)
+    for name, labels in (("train", [10, 1, 2, 10, 9, 5]), ("test", [3, 10, 7])):
+        x = rng.integers(0, 256, size=(32, 32, 3, len(labels)), dtype=np.uint8)
+        y = np.array(labels, dtype=np.uint8)[:, None]
+        scipy.io.savemat(root / f"{name}_32x32.mat", {"X": x, "y": y})
+    return root
+
+
+def test_svhn(tmp_path: Path) -> None:
+    root = _svhn_root(tmp_path)
+    b = load_data({"source": "svhn", "root": str(root)}, key="datasets.svhn")
+    assert b.num_classes == 10 and b.input_shape == (3, 32, 32)
+    assert b.train.x.shape == (6, 3, 32, 32) and b.test.x.shape == (3, 3, 32, 32)
+    assert b.train.y.tolist() == [0, 1, 2, 0, 9, 5]
+    assert b.test.y.tolist() == [3, 0, 7]
+    raw = scipy.io.loadmat(root / "train_32x32.mat")["X"]
+    expected = (raw[4, 7, 2, 3] / 255.0 - 0.4728) / 0.1970
+    assert b.train.x[3, 2, 4, 7].item() == pytest.approx(expected, abs=1e-5)
+    small = load_data({"source": "svhn", "root": str(root), "max_train": 2})
+    assert small.train.y.tolist() == [0, 1] and len(small.test) == 3
+
+
+def test_svhn_missing_file(tmp_path: Path) -> None:
+    root = _svhn_root(tmp_path)
+    (root / "test_32x32.mat").unlink()
+    with pytest.raises(DatasetError, match=r"datasets\.svhn\.root.*test_32x32\.mat"):
+        load_data({"source": "svhn", "root": str(root)}, key="datasets.svhn")
+
+
+# --------------------------------------------------------------------------- Flowers-102
+
+
+def test_flowers102(tmp_path: Path) -> None:
+    root, labels = _flowers_root(tmp_path)
+    spec = {"source": "flowers102", "root": str(root), "image_size": 16}
+    b = load_data(spec, key="datasets.flowers")
+    assert isinstance(b.train, DatasetSplit)
+    assert b.num_classes == 102 and b.input_shape == (3, 16, 16)
+    assert (len(b.train), len(b.test)) == (3, 3)
+    [(x, y)] = list(b.train.batches(10))
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
+    assert y.tolist() == [0, 101, 4]  # 1-based labels of images 1..3 minus one
+    [(_, yt)] = list(b.test.batches(10))
+    assert yt.tolist() == (labels[5:8] - 1).tolist()
+    # Image 1 is a flat colour: after ImageNet normalization the red channel is constant.
+    red = (30 / 255 - 0.485) / 0.229
+    assert x[0, 0].mean().item() == pytest.approx(red, abs=0.05)
+
+
+def test_flowers102_train_with_val_and_limits(tmp_path: Path) -> None:
+    root, _ = _flowers_root(tmp_path)
+    spec = {
+        "source": "flowers102",
+        "root": str(root),
+        "image_size": 8,
+        "train_with_val": True,
+        "max_test": 2,
+        "augment": True,
+    }
+    b = load_data(spec)
+    assert (len(b.train), len(b.test)) == (5, 2)
+    ys = torch.cat([y for _, y in b.train.batches(2)]).tolist()
+    assert ys == [0, 101, 4, 0, 6]
+    x, _ = next(iter(b.train.batches(5)))
+    assert x.shape == (5, 3, 8, 8)
+    limited = load_data({**spec, "max_train": 4})
+    assert len(limited.train) == 4
+
+
+def test_flowers102_missing_image(tmp_path: Path) -> None:
+    root, _ = _flowers_root(tmp_path)
+    victim = root / "jpg" / "image_00007.jpg"
+    victim.unlink()
+    with pytest.raises(DatasetError) as info:
+        load_data({"source": "flowers102", "root": str(root)}, key="datasets.fl")
+    assert "datasets.fl.root" in str(info.value) and str(victim) in str(info.value)
+
+
+def test_flowers102_missing_mat(tmp_path: Path) -> None:
+    root, _ = _flowers_root(tmp_path)
+    (root / "setid.mat").unlink()
+    with pytest.raises(DatasetError, match=r"datasets\.fl\.root.*setid\.mat"):
+        load_data({"source": "flowers102", "root": str(root)}, key="datasets.fl")
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+@pytest.mark.parametrize("test_dir", ["val", "test"])
+def test_imagefolder(tmp_path: Path, test_dir: str) -> None:
+    root = _imagefolder_root(tmp_path, test_dir)
+    spec = {"source": "imagefolder", "root": str(root), "image_size": 12}
+    b = load_data(spec, key="datasets.cub")
+    assert isinstance(b.train, DatasetSplit) and isinstance(b.test, DatasetSplit)
+    assert b.num_classes == 3 and b.input_shape == (3, 12, 12)
+    assert (len(b.train), len(b.test)) == (6, 3)
+    xs, ys = zip(*b.train.batches(4), strict=True)
+    assert [x.shape[0] for x in xs] == [4, 2]
+    assert torch.cat(ys).tolist() == [0, 0, 1, 1, 2, 2]
+    x, y = next(iter(b.test.batches(3)))
+    assert x.shape == (3, 3, 12, 12) and y.tolist() == [0, 1, 2]
+    # Class "bee" is pure green: its green channel is the largest after normalization.
+    assert x[1, 1].mean() > x[1, 0].mean() and x[1, 1].mean() > x[1, 2].mean()
+    limited = load_data({**spec, "max_train": 3})
+    assert torch.cat([y for _, y in limited.train.batches(8)]).tolist() == [0, 0, 1]
+
+
+def test_imagefolder_class_mismatch(tmp_path: Path) -> None:
+    root = _imagefolder_root(tmp_path)
+    _jpeg(root / "train" / "dog" / "0.jpg", (9, 9, 9))
+    with pytest.raises(DatasetError, match=r"datasets\.cub\.root.*differ"):
+        load_data({"source": "imagefolder", "root": str(root)}, key="datasets.cub")
+
+
+def test_imagefolder_missing_test_dir(tmp_path: Path) -> None:
+    root = tmp_path / "only_train"
+    _jpeg(root / "train" / "a" / "0.jpg", (1, 2, 3))
+    with pytest.raises(DatasetError, match=r"datasets\.x\.test_dir"):
+        load_data({"source": "imagefolder", "root": str(root)}, key="datasets.x")
+
+
+def test_imagefolder_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"datasets\.cub\.root is required.*imagefolder"):
+        load_data({"source": "imagefolder"}, key="datasets.cub")
+    with pytest.raises(DatasetError, match=r"datasets\.cub\.root.*does not exist"):
+        load_data({"source": "imagefolder", "root": str(tmp_path / "no")}, key="datasets.cub")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_source() -> None:
+    with pytest.raises(DatasetError) as info:
+        load_data({"source": "mnist"}, key="datasets.m")
+    msg = str(info.value)
+    assert "datasets.m.source" in msg and "'mnist'" in msg
+    assert all(s in msg for s in SOURCES)
+
+
+def test_bad_max_train() -> None:
+    with pytest.raises(DatasetError, match=r"datasets\.d\.max_train"):
+        load_data({"source": "digits", "max_train": 0}, key="datasets.d")
+
+
+def test_dataset_error_is_value_error() -> None:
+    assert issubclass(DatasetError, ValueError)

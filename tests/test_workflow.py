@@ -1,0 +1,148 @@
+"""The Snakemake workflow end to end on a tiny config, in a temporary directory.
+
+Proves the caching contract: a second run does nothing; a changed direction reruns that
+direction and what reads it, not the training; a changed run reruns only that run's descendants.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from landscape import store
+
+pytestmark = pytest.mark.workflow
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
+    cmd += ["--cores", "2", "--nolock", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def snapshot(workdir: Path) -> dict[str, int]:
+    results = workdir / "results"
+    return {
+        p.relative_to(results).as_posix(): p.stat().st_mtime_ns
+        for p in results.rglob("*")
+        if p.is_file()
+    }
+
+
+def changed(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    return {p for p, t in after.items() if before.get(p) != t}
+
+
+def edit_config(workdir: Path, edit) -> None:
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("workflow")
+    shutil.copy(TINY, wd / "config.yaml")
+    snakemake(wd)
+    return wd
+
+
+def test_default_config_parses():
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_outputs_and_catalog(workdir):
+    results = workdir / "results"
+    for run, model in (("mlp", "mlp"), ("vgg_bn", "vgg_bn")):
+        base = results / "digits" / model / run
+        assert (base / "history.h5").exists()
+        curve = store.open(base / "curves" / "epoch2" / "gauss_filnorm.h5")
+        assert curve.kind == "curve"
+        np.testing.assert_allclose(curve["lambda"], np.linspace(-1, 1, 5))
+        assert set(curve.data) >= {"train/loss", "train/error", "test/loss", "test/error"}
+        assert np.all(np.isfinite(curve["test/loss"]))
+        # the curve is a v-basin around the trained model
+        assert curve["test/loss"][2] < min(curve["test/loss"][0], curve["test/loss"][4])
+        assert curve.inputs["checkpoint"]["sha256"] == store.sha256_file(
+            base / "checkpoints" / "epoch2.pt"
+        )
+        assert (
+            results / "figures" / "curves" / "digits" / model / run / "epoch2" / "gauss_filnorm.png"
+        ).stat().st_size > 1000
+    catalog = store.catalog(results)
+    kinds = catalog.groupby("kind").size().to_dict()
+    assert kinds == {"checkpoint": 5, "history": 2, "direction": 2, "curve": 2}
+    assert (results / "catalog.csv").exists()
+
+
+def test_caching_reruns_only_what_changed(workdir):
+    dry = snakemake(workdir, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    before = snapshot(workdir)
+    snakemake(workdir)
+    assert changed(before, snapshot(workdir)) == set()
+
+    edit_config(workdir, lambda c: c["directions"]["gauss_filnorm"].update(seed=7))
+    before = snapshot(workdir)
+    snakemake(workdir)
+    expected = {"catalog.csv"}
+    for run in ("mlp", "vgg_bn"):
+        expected |= {
+            f"digits/{run}/{run}/directions/epoch2/gauss_filnorm.h5",
+            f"digits/{run}/{run}/curves/epoch2/gauss_filnorm.h5",
+            f"figures/curves/digits/{run}/{run}/epoch2/gauss_filnorm.png",
+        }
+    assert changed(before, snapshot(workdir)) == expected
+
+    edit_config(workdir, lambda c: c["runs"]["mlp"]["train"].update(lr=0.05))
+    before = snapshot(workdir)
+    snakemake(workdir)
+    expected = {
+        "catalog.csv",
+        "digits/mlp/mlp/checkpoints/epoch0.pt",
+        "digits/mlp/mlp/checkpoints/epoch1.pt",
+        "digits/mlp/mlp/checkpoints/epoch2.pt",
+        "digits/mlp/mlp/history.h5",
+        "digits/mlp/mlp/directions/epoch2/gauss_filnorm.h5",
+        "digits/mlp/mlp/curves/epoch2/gauss_filnorm.h5",
+        "figures/curves/digits/mlp/mlp/epoch2/gauss_filnorm.png",
+    }
+    assert changed(before, snapshot(workdir)) == expected
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c["runs"]["mlp"]["train"].update(epochs=-1), "epochs"),
+        (lambda c: c["runs"]["mlp"].update(dataset="imagenet"), "runs.mlp.dataset"),
+        (lambda c: c["curves"]["gauss_filnorm"].update(direction="nope"), "curves.gauss_filnorm"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, message):
+    shutil.copy(TINY, tmp_path / "config.yaml")
+    edit_config(tmp_path, edit)
+    proc = snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
