@@ -11,8 +11,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-RUN_DIR = "results/{dataset}/{model}/{run}"
-
 
 class ConfigError(ValueError):
     """A config value that the schema accepts but that refers to something missing."""

@@ -84,7 +84,8 @@ def noise(params: Mapping[str, Tensor], distribution: str, seed: int) -> Directi
 def _rescale(d: Tensor, w: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     if dims is None:
         return d * (w.norm() / (d.norm() + _TINY))
-    return d * (w.norm(dim=dims, keepdim=True) / (d.norm(dim=dims, keepdim=True) + _TINY))
+    w_norm = torch.linalg.vector_norm(w, dim=dims, keepdim=True)
+    return d * (w_norm / (torch.linalg.vector_norm(d, dim=dims, keepdim=True) + _TINY))
 
 
 def global_norm(vectors: Mapping[str, Tensor]) -> float:

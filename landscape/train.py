@@ -232,6 +232,8 @@ def train_model(
         "optimizer": _to_cpu(optimizer.state_dict()),
         "meta": {
             "kind": "checkpoint",
+            "schema_version": store.SCHEMA_VERSION,
+            "inputs": {"previous": _provenance(previous)} if previous else {},
             "run": run,
             "epoch": epoch,
             "spec": dict(spec),
@@ -278,6 +280,10 @@ def export_history(checkpoint: str | Path, out: str | Path) -> None:
                 values = np.array([r[f"{split}_{metric}"] for r in rows], dtype=np.float64)
                 w.put(f"{split}/{metric}", values, dims=("epoch",))
         w.put("lr", np.array([r["lr"] for r in rows], dtype=np.float64), dims=("epoch",))
+
+
+def _provenance(path: str | Path) -> dict[str, str]:
+    return {"path": str(path), "sha256": store.sha256_file(path)}
 
 
 def _device_of(model: nn.Module) -> torch.device:

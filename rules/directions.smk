@@ -1,6 +1,3 @@
-DIRECTION = RUN_DIR + "/directions/epoch{epoch}/{direction}.h5"
-
-
 rule make_direction:
     input:
         checkpoint=rules.train_model.output.checkpoint,

@@ -1,6 +1,3 @@
-CURVE_FIGURE = "results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png"
-
-
 rule plot_curve:
     input:
         curve=rules.compute_curve.output.curve,

@@ -1,6 +1,6 @@
 rule write_catalog:
     input:
-        histories=[run_dir(run) + "/history.h5" for run in config["runs"]],
+        histories=history_targets(),
         curves=curve_instances(CURVE),
         figures=curve_instances(CURVE_FIGURE),
     output:

@@ -1,24 +1,3 @@
-CHECKPOINT = RUN_DIR + "/checkpoints/epoch{epoch}.pt"
-
-
-def get_previous_checkpoint(wildcards):
-    """The checkpoint that training to {epoch} continues from (none for epoch 0)."""
-    epochs = checkpoint_epochs(config["runs"][wildcards.run]["train"])
-    epoch = int(wildcards.epoch)
-    if epoch not in epochs:
-        raise ValueError(
-            f"runs.{wildcards.run}.train.checkpoints: no checkpoint at epoch {epoch} (have {epochs})"
-        )
-    earlier = [e for e in epochs if e < epoch]
-    if not earlier:
-        return {}
-    return {
-        "previous": CHECKPOINT.format(
-            **{**dict(wildcards.items()), "epoch": max(earlier)}
-        )
-    }
-
-
 rule train_model:
     input:
         unpack(get_previous_checkpoint),
@@ -45,11 +24,9 @@ rule train_model:
 
 rule export_history:
     input:
-        checkpoint=lambda w: CHECKPOINT.format(
-            **w, epoch=config["runs"][w.run]["train"]["epochs"]
-        ),
+        checkpoint=get_final_checkpoint,
     output:
-        history=RUN_DIR + "/history.h5",
+        history=HISTORY,
     log:
         "logs/export_history/{dataset}/{model}/{run}.log",
     conda:

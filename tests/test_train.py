@@ -17,7 +17,7 @@ def spec(**train):
         "dataset_name": "digits",
         "dataset": DATASET,
         "model_name": "vgg",
-        "model": {"arch": "vgg", "layers": [4, "M", 8]},
+        "model": {"arch": "vgg", "layers": [8, "M", 16]},
         "train": {"epochs": 3, "batch_size": 64, "seed": 3, **train},
     }
 
@@ -55,16 +55,16 @@ def test_segments_resume_exactly(tmp_path):
 
 
 def test_training_learns_and_history_matches_model(tmp_path, digits):
-    paths = chain(tmp_path, [0, 3], spec(epochs=3, lr=0.05))
-    hist = store.read_checkpoint(paths[3])["meta"]["history"]
+    paths = chain(tmp_path, [0, 5], spec(epochs=5))
+    hist = store.read_checkpoint(paths[5])["meta"]["history"]
     assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
     assert hist[-1]["test_acc"] > 0.8
-    model, meta = load_model(paths[3])
+    model, meta = load_model(paths[5])
     with torch.no_grad():
         logits = model(digits.test.x)
         loss = torch.nn.functional.cross_entropy(logits, digits.test.y).item()
         acc = (logits.argmax(1) == digits.test.y).double().mean().item()
-    assert meta["epoch"] == 3
+    assert meta["epoch"] == 5
     assert loss == pytest.approx(hist[-1]["test_loss"], rel=1e-5)
     assert acc == pytest.approx(hist[-1]["test_acc"])
 
