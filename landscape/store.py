@@ -2,9 +2,14 @@
 
 Every HDF5 artifact carries root attributes ``schema_version``, ``kind``, ``spec`` (canonical JSON
 of the config block that made it), ``inputs`` (canonical JSON of ``{name: {path, sha256}}``) and
-``versions``. Grids are datasets with attached dimension scales (``lambda``, ``x``, ``y``, ...);
-values are stored as they came (NaN = never computed, inf stays inf). Files are written under a
-temporary sibling name and renamed into place only when complete.
+``versions``. Grids are datasets with attached HDF5 dimension scales (``lambda``, or ``x`` and
+``y``), one dataset per split and metric (``test/loss``, ``train/error``, ...). Values are stored
+as they came: NaN marks a point never computed and inf stays inf. Files are written under a
+temporary sibling name and renamed into place only when complete, so a killed job never leaves a
+half-written file under the final name. Readers return plain numpy and pandas objects.
+
+Checkpoints are PyTorch ``.pt`` files holding ``{"model": state_dict, "meta": {...}}`` (and maybe
+``"optimizer"``), read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import builtins
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,44 +32,85 @@ import h5py
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: int = 1
+
 _TMP_MARK = ".tmp-"
+_CHUNK = 1 << 20
 _LOCKING: bool | None = None
+_ORDER_ATTR = "order"
+
 CATALOG_COLUMNS = [
     "path",
     "kind",
     "schema_version",
     "spec",
     "inputs",
-    "versions",
     "size_bytes",
     "sha256",
+    "versions",
+    "dataset",
+    "model",
+    "run",
+    "epoch",
+    "name",
     "error",
 ]
 
 
 class ArtifactError(ValueError):
-    """An artifact that cannot be read or written; the message names the file."""
+    """An artifact that cannot be read (truncated, corrupt, foreign) or made; names the file."""
+
+
+# ----------------------------------------------------------------------------- canonical JSON
 
 
 def _plain(obj: Any, where: str) -> Any:
+    """Converts ``obj`` to plain JSON types; ``where`` is its key path for error messages."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in obj.items()}
+        out = {}
+        for key, value in obj.items():
+            if isinstance(key, np.generic):
+                key = key.item()
+            if isinstance(key, bool) or not isinstance(key, str | int):
+                raise TypeError(
+                    f"canonical_json: key {key!r} at {where or '<root>'} is a "
+                    f"{type(key).__name__}, not a str"
+                )
+            out[str(key)] = _plain(value, f"{where}.{key}" if where else str(key))
+        return out
     if isinstance(obj, list | tuple):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, np.ndarray):
         return _plain(obj.tolist(), where)
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _plain(obj.item(), where)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if obj is None or isinstance(obj, str | int | float | bool):
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ValueError(f"canonical_json: {where or '<root>'} is {obj}, not valid JSON")
         return obj
-    raise TypeError(f"canonical_json: {where or 'value'} has unsupported type {type(obj).__name__}")
+    if obj is None or isinstance(obj, str | int | bool):
+        return obj
+    raise TypeError(
+        f"canonical_json: {where or '<root>'} has unsupported type {type(obj).__name__}"
+    )
 
 
 def canonical_json(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no spaces, tuples as lists; NaN is rejected.
+    """Canonical JSON text: sorted keys, no spaces, tuples as lists, NaN and inf rejected.
+
+    Numpy scalars and arrays become Python values and lists, paths become strings.
+
+    Args:
+        obj: a nest of mappings, sequences and scalars.
+
+    Returns:
+        The JSON text; equal inputs give identical text whatever their key order.
+
+    Raises:
+        TypeError: for a value of another type, naming its key path (e.g. ``model.hidden[1]``).
+        ValueError: for NaN or inf, naming its key path.
 
     >>> canonical_json({"b": (1, 2), "a": {"y": None, "x": 1.5}})
     '{"a":{"x":1.5,"y":null},"b":[1,2]}'
@@ -71,32 +119,54 @@ def canonical_json(obj: Any) -> str:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    """SHA-256 hex digest of a file, read in 1 MiB chunks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The 64-character lowercase hex digest.
+    """
     digest = hashlib.sha256()
     with builtins.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:
-    """Versions of the library and of the packages that shape its numbers."""
+    """Versions of this library and of the packages that shape its numbers.
+
+    Returns:
+        ``{"landscape", "torch", "numpy", "h5py", "python"}`` mapped to version strings.
+    """
     import torch
 
     from landscape import __version__
 
     return {
-        "landscape": __version__,
+        "landscape": str(__version__),
         "torch": str(torch.__version__),
-        "numpy": np.__version__,
-        "h5py": h5py.__version__,
+        "numpy": str(np.__version__),
+        "h5py": str(h5py.__version__),
         "python": platform.python_version(),
     }
 
 
+# ----------------------------------------------------------------------------- atomic writes
+
+
 def set_file_locking(enabled: bool | None) -> None:
-    """Switches HDF5 file locking on or off (off for NFS); None follows HDF5_USE_FILE_LOCKING."""
+    """Switches HDF5 file locking on or off for every file this module opens.
+
+    Args:
+        enabled: ``False`` to switch locking off (e.g. on NFS), ``True`` to force it on, ``None``
+            for the HDF5 default, which follows the ``HDF5_USE_FILE_LOCKING`` environment
+            variable. HDF5 itself lets that variable override this setting when it is set.
+    """
     global _LOCKING
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"set_file_locking: expected a bool or None, got {enabled!r}")
     _LOCKING = enabled
 
 
@@ -106,38 +176,104 @@ def _h5file(path: str | os.PathLike, mode: str) -> h5py.File:
     return h5py.File(path, mode, locking=_LOCKING)
 
 
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and _TMP_MARK in name
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary sibling of ``path``; renames it to ``path`` when the block succeeds.
+    """Yields a temporary sibling of ``path`` and renames it to ``path`` once the block succeeds.
 
-    On an exception the temporary file is removed and an existing ``path`` is left untouched.
+    The temporary name is ``.{name}.tmp-{pid}-{random}{suffix}`` in the same directory (so the
+    rename is atomic and the suffix still tells savers the format). Parent directories are
+    created. On success the file is fsynced and ``os.replace``-d onto ``path``; on an exception
+    the temporary file is removed, the exception re-raised and an existing ``path`` is left
+    untouched.
+
+    Args:
+        path: the final file name.
+
+    Yields:
+        The temporary path to write to.
+
+    Raises:
+        ArtifactError: if the block finished without writing the temporary file.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(
-        f".{final.stem}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{final.suffix}"
+        f".{final.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{final.suffix}"
     )
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if not tmp.is_file():
+            raise ArtifactError(f"{final}: nothing was written to the temporary file {tmp.name}")
+        _fsync(tmp)
         os.replace(tmp, final)
+        with contextlib.suppress(OSError):  # make the rename itself durable, where supported
+            _fsync(final.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------- HDF5 writer
+
+
+def _attr_value(key: str, value: Any) -> Any:
+    """An attribute value h5py can store: mappings become canonical JSON, paths strings."""
+    if isinstance(value, Mapping):
+        return canonical_json(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is None:
+        raise TypeError(f"attribute {key!r}: None cannot be stored in HDF5")
+    return value
+
+
+def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any] | None) -> None:
+    for key, value in (attrs or {}).items():
+        obj.attrs[key] = _attr_value(key, value)
+
+
+def _as_array(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 class Writer:
-    """Writes datasets, dimension scales and tensors into one artifact being created."""
+    """Writes dimension scales, datasets and tensors into one artifact being created.
+
+    Attributes:
+        file: the open ``h5py.File`` (a temporary name), for special cases.
+    """
 
     def __init__(self, file: h5py.File):
         self.file = file
 
     def scale(self, name: str, values: Any) -> h5py.Dataset:
-        """A 1-D coordinate dataset at the root, made an HDF5 dimension scale."""
-        values = np.asarray(values)
+        """A 1-D coordinate dataset at the root, made an HDF5 dimension scale named ``name``.
+
+        Args:
+            name: the scale's name, e.g. ``"lambda"``, ``"x"``, ``"y"``.
+            values: its coordinates.
+
+        Returns:
+            The dataset.
+
+        Raises:
+            ValueError: if ``values`` is not 1-D.
+        """
+        values = _as_array(values)
         if values.ndim != 1:
             raise ValueError(f"scale {name!r}: must be 1-D, got shape {values.shape}")
         ds = self.file.create_dataset(name, data=values)
@@ -151,45 +287,74 @@ class Writer:
         dims: Sequence[str] | None = None,
         attrs: Mapping[str, Any] | None = None,
     ) -> h5py.Dataset:
-        """A dataset, with its axes attached to the named scales.
+        """A dataset (``name`` may contain ``/`` for groups) with its axes attached to scales.
+
+        Values are stored with their dtype as given: NaN and inf survive bit for bit.
+
+        Args:
+            name: e.g. ``"test/loss"``.
+            values: an array (numpy, torch or nested lists).
+            dims: one scale name per axis (made with :meth:`scale`), or None.
+            attrs: attributes of the dataset.
+
+        Returns:
+            The dataset.
 
         Raises:
-            ValueError: if ``dims`` does not match the shape of ``values`` or the scales.
+            ValueError: if ``dims`` has the wrong length, names a missing scale, or an axis length
+                differs from its scale's (the message names dataset and axis).
         """
-        values = np.asarray(values)
+        values = _as_array(values)
         if dims is not None:
+            dims = tuple(dims)
             if len(dims) != values.ndim:
-                raise ValueError(f"{name}: {len(dims)} dims for an array of shape {values.shape}")
+                raise ValueError(
+                    f"dataset {name!r}: {len(dims)} dims {list(dims)} for an array of "
+                    f"{values.ndim} axes (shape {values.shape})"
+                )
             for axis, dim in enumerate(dims):
-                if dim not in self.file:
-                    raise ValueError(f"{name}: axis {axis} refers to missing scale {dim!r}")
-                if len(self.file[dim]) != values.shape[axis]:
+                scale = self.file.get(dim)
+                if not isinstance(scale, h5py.Dataset) or not scale.is_scale:
                     raise ValueError(
-                        f"{name}: axis {axis} has length {values.shape[axis]}, "
-                        f"scale {dim!r} has {len(self.file[dim])}"
+                        f"dataset {name!r}: axis {axis} names {dim!r}, which is not a scale"
+                    )
+                if scale.shape[0] != values.shape[axis]:
+                    raise ValueError(
+                        f"dataset {name!r}: axis {axis} has length {values.shape[axis]} but "
+                        f"scale {dim!r} has {scale.shape[0]}"
                     )
         ds = self.file.create_dataset(name, data=values)
         for axis, dim in enumerate(dims or ()):
             ds.dims[axis].attach_scale(self.file[dim])
             ds.dims[axis].label = dim
-        for key, value in (attrs or {}).items():
-            ds.attrs[key] = value
+        _set_attrs(ds, attrs)
         return ds
 
     def put_tensors(self, group: str, tensors: Mapping[str, Any]) -> None:
-        """One dataset per named tensor under ``group``, keeping the given order.
+        """One dataset per named tensor under ``group``, remembering the given order.
+
+        HDF5 lists names sorted, so the order is kept as a JSON list in the group's ``order``
+        attribute (extended if the group already holds tensors).
+
+        Args:
+            group: e.g. ``"params"``.
+            tensors: parameter name (dots allowed, e.g. ``"features.0.weight"``) to a torch
+                tensor or numpy array.
 
         Raises:
-            ValueError: for a name containing ``/``.
+            ValueError: for an empty name or one containing ``/``, before anything is written.
         """
+        for key in tensors:
+            if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
+                raise ValueError(
+                    f"tensor group {group!r}: name {key!r} must be a non-empty str without '/'"
+                )
         g = self.file.require_group(group)
-        for name, value in tensors.items():
-            if "/" in name:
-                raise ValueError(f"{group}: tensor name {name!r} must not contain '/'")
-            if hasattr(value, "detach"):
-                value = value.detach().cpu().numpy()
-            g.create_dataset(name, data=np.asarray(value))
-        g.attrs["order"] = json.dumps(list(tensors))
+        order = json.loads(_attr(g.attrs[_ORDER_ATTR])) if _ORDER_ATTR in g.attrs else []
+        for key, value in tensors.items():
+            g.create_dataset(key, data=_as_array(value))
+            order.append(key)
+        g.attrs[_ORDER_ATTR] = json.dumps(order)
 
 
 @contextlib.contextmanager
@@ -202,24 +367,42 @@ def create(
 ) -> Iterator[Writer]:
     """Creates an HDF5 artifact atomically, with its provenance attributes.
 
+    The root attributes are ``schema_version``, ``kind``, ``spec`` (canonical JSON), ``inputs``
+    (canonical JSON of ``{name: {"path", "sha256"}}``), ``versions`` (canonical JSON) and the
+    extra ``attrs`` (mappings are stored as canonical JSON). Nothing time-dependent is stored, so
+    the same content written twice gives the same datasets. The file appears under ``path`` only
+    when the block finishes without an exception.
+
+    Args:
+        path: the final ``.h5`` path.
+        kind: the artifact kind, e.g. ``"curve"``, ``"direction"``, ``"history"``.
+        spec: the config block that made it.
+        inputs: input name to file path; each file is hashed.
+        attrs: extra root attributes (scalars, strings, arrays).
+
+    Yields:
+        A :class:`Writer`.
+
     Raises:
-        ArtifactError: if an input file does not exist.
+        ArtifactError: if an input file does not exist (naming it).
     """
     provenance = {}
     for name, p in (inputs or {}).items():
         if not Path(p).is_file():
-            raise ArtifactError(f"{path}: input {name!r} file {p} does not exist")
+            raise ArtifactError(f"{path}: input {name!r} file {os.fspath(p)} does not exist")
         provenance[name] = {"path": os.fspath(p), "sha256": sha256_file(p)}
-    with atomic_path(path) as tmp:
-        with _h5file(tmp, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["kind"] = kind
-            f.attrs["spec"] = canonical_json(spec)
-            f.attrs["inputs"] = canonical_json(provenance)
-            f.attrs["versions"] = canonical_json(versions())
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            yield Writer(f)
+    spec_json = canonical_json(spec)
+    with atomic_path(path) as tmp, _h5file(tmp, "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["kind"] = kind
+        f.attrs["spec"] = spec_json
+        f.attrs["inputs"] = canonical_json(provenance)
+        f.attrs["versions"] = canonical_json(versions())
+        _set_attrs(f, attrs)
+        yield Writer(f)
+
+
+# ----------------------------------------------------------------------------- reader
 
 
 def _attr(value: Any) -> Any:
@@ -227,12 +410,25 @@ def _attr(value: Any) -> Any:
         return value.decode()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [_attr(v) for v in value.tolist()]
     return value
 
 
 @dataclass
 class Artifact:
-    """An HDF5 artifact read into memory: attributes, datasets and their dimension scales."""
+    """An HDF5 artifact read into memory (the file is closed).
+
+    Attributes:
+        path: the file.
+        kind: its ``kind`` attribute.
+        spec: its ``spec``, parsed.
+        inputs: its ``inputs``, parsed: ``{name: {"path", "sha256"}}``.
+        attrs: all root attributes (JSON ones as strings), numpy scalars as Python values.
+        data: every dataset outside tensor groups, by full name (``"test/loss"``, ``"lambda"``).
+        dims: dataset name to the names of the scales attached to each axis (``""`` if none).
+        tensor_groups: tensor group name to its tensors in stored order (see :meth:`tensors`).
+    """
 
     path: Path
     kind: str
@@ -241,140 +437,267 @@ class Artifact:
     attrs: dict
     data: dict[str, np.ndarray]
     dims: dict[str, tuple[str, ...]]
-    groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    tensor_groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.data
+
     def tensors(self, group: str = "params") -> dict[str, np.ndarray]:
-        """The named tensors stored under ``group``, in their stored order."""
-        return self.groups[group]
+        """The named tensors stored under ``group`` by :meth:`Writer.put_tensors`, in order.
+
+        Raises:
+            KeyError: if the artifact has no such tensor group.
+        """
+        try:
+            return dict(self.tensor_groups[group])
+        except KeyError:
+            raise KeyError(
+                f"{self.path}: no tensor group {group!r} (has {sorted(self.tensor_groups)})"
+            ) from None
+
+    @property
+    def scales(self) -> list[str]:
+        """Names of the datasets used as dimension scales."""
+        return sorted({d for dims in self.dims.values() for d in dims if d})
 
     def frame(self, names: Sequence[str] | None = None) -> pd.DataFrame:
-        """A wide table of the datasets sharing one set of dims, indexed by their scales.
+        """A wide table of datasets sharing one set of dims, indexed by their scales.
 
-        For a 2-D grid the index is ``(x, y)`` in C order: row ``i * len(y) + j`` holds
-        ``data[name][i, j]``.
+        Args:
+            names: the datasets (columns); by default every dataset with the dims of the first
+                non-scale dataset that has dims.
+
+        Returns:
+            For 1-D data an index named after the scale (e.g. ``lambda``); for 2-D a
+            ``MultiIndex`` ``(x, y)`` in C order, so row ``i * len(y) + j`` is ``(x[i], y[j])``
+            and holds ``data[name][i, j]``.
+
+        Raises:
+            ValueError: if there is no such dataset or the datasets do not share dims.
         """
-        gridded = [n for n, d in self.dims.items() if d and n not in d]
+        scales = set(self.scales)
         if names is None:
+            gridded = [n for n, d in self.dims.items() if n not in scales and d and all(d)]
             if not gridded:
                 raise ValueError(f"{self.path}: no dataset with dimension scales")
             names = [n for n in gridded if self.dims[n] == self.dims[gridded[0]]]
+        names = list(names)
+        if not names:
+            raise ValueError(f"{self.path}: frame() needs at least one dataset")
+        for n in names:
+            if n not in self.data:
+                raise ValueError(f"{self.path}: no dataset {n!r}")
         dims = self.dims[names[0]]
-        if any(self.dims.get(n) != dims for n in names):
-            raise ValueError(f"{self.path}: datasets {list(names)} do not share dims")
+        if not dims or not all(dims):
+            raise ValueError(f"{self.path}: dataset {names[0]!r} has no scale on every axis")
+        for n in names:
+            if self.dims[n] != dims:
+                raise ValueError(f"{self.path}: dataset {n!r} has dims {self.dims[n]}, not {dims}")
         if len(dims) == 1:
-            index = pd.Index(self.data[dims[0]], name=dims[0])
+            index: pd.Index = pd.Index(self.data[dims[0]], name=dims[0])
         else:
             index = pd.MultiIndex.from_product([self.data[d] for d in dims], names=list(dims))
         return pd.DataFrame({n: self.data[n].reshape(-1) for n in names}, index=index)
 
 
+def _read_h5(path: Path, *, with_data: bool) -> tuple[dict, dict, dict, dict]:
+    """Root attrs, data, dims and tensor groups of an HDF5 file (errors left to the caller)."""
+    data: dict[str, np.ndarray] = {}
+    dims: dict[str, tuple[str, ...]] = {}
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    with _h5file(path, "r") as f:
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        if not with_data:
+            return attrs, data, dims, groups
+        tensor_groups: list[str] = []
+
+        def find(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Group) and _ORDER_ATTR in obj.attrs:
+                tensor_groups.append(name)
+
+        f.visititems(find)
+        for name in tensor_groups:
+            g = f[name]
+            groups[name] = {k: g[k][()] for k in json.loads(_attr(g.attrs[_ORDER_ATTR]))}
+
+        def visit(name: str, obj: Any) -> None:
+            if not isinstance(obj, h5py.Dataset):
+                return
+            if any(name.startswith(g + "/") for g in tensor_groups):
+                return
+            data[name] = obj[()]
+            dims[name] = tuple(
+                obj.dims[i][0].name.lstrip("/") if len(obj.dims[i]) else "" for i in range(obj.ndim)
+            )
+
+        f.visititems(visit)
+    return attrs, data, dims, groups
+
+
+def _json_attr(path: Path, attrs: Mapping[str, Any], key: str) -> Any:
+    try:
+        return json.loads(attrs.get(key, "{}"))
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: attribute {key!r} is not valid JSON ({exc})") from exc
+
+
 def open(path: str | os.PathLike) -> Artifact:
-    """Reads a whole HDF5 artifact into memory.
+    """Reads a whole HDF5 artifact into memory and closes the file.
+
+    Args:
+        path: the ``.h5`` file.
+
+    Returns:
+        The :class:`Artifact`.
 
     Raises:
-        ArtifactError: for a missing, truncated or non-HDF5 file, naming it.
+        FileNotFoundError: if there is no such file.
+        ArtifactError: for a truncated, corrupt or non-HDF5 file, or one without the store's
+            provenance attributes; the message names the file.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such artifact")
     try:
-        with _h5file(path, "r") as f:
-            attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            data: dict[str, np.ndarray] = {}
-            dims: dict[str, tuple[str, ...]] = {}
-            groups: dict[str, dict[str, np.ndarray]] = {}
-
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Group) and "order" in obj.attrs:
-                    order = json.loads(_attr(obj.attrs["order"]))
-                    groups[name] = {k: obj[k][()] for k in order}
-                elif isinstance(obj, h5py.Dataset) and name.split("/")[0] not in groups:
-                    data[name] = obj[()]
-                    dims[name] = tuple(
-                        obj.dims[i][0].name.lstrip("/") if len(obj.dims[i]) else ""
-                        for i in range(obj.ndim)
-                    )
-
-            f.visititems(visit)
-    except (OSError, KeyError) as exc:
+        attrs, data, dims, groups = _read_h5(path, with_data=True)
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: not a readable HDF5 artifact ({exc})") from exc
-    if "kind" not in attrs:
+    if "kind" not in attrs or "schema_version" not in attrs:
         raise ArtifactError(f"{path}: HDF5 file without the store's provenance attributes")
     return Artifact(
         path=path,
-        kind=attrs["kind"],
-        spec=json.loads(attrs.get("spec", "{}")),
-        inputs=json.loads(attrs.get("inputs", "{}")),
+        kind=str(attrs["kind"]),
+        spec=_json_attr(path, attrs, "spec"),
+        inputs=_json_attr(path, attrs, "inputs"),
         attrs=attrs,
         data=data,
         dims=dims,
-        groups=groups,
+        tensor_groups=groups,
     )
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Loads a checkpoint with ``weights_only=True`` on the CPU.
+    """Loads a checkpoint on the CPU with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the ``.pt`` file.
+
+    Returns:
+        The checkpoint dict (``"model"``, ``"meta"``, maybe ``"optimizer"``).
 
     Raises:
-        ArtifactError: for a missing, truncated or foreign file, naming it.
+        FileNotFoundError: if there is no such file.
+        ArtifactError: for a truncated, corrupt or foreign file (not a dict); names the file.
     """
     import torch
 
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, zipfile/EOF/RuntimeError vary by torch version
         raise ArtifactError(f"{path}: not a readable checkpoint ({exc})") from exc
-    except Exception as exc:  # pickle.UnpicklingError and zipfile errors vary by torch version
-        raise ArtifactError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(state, dict):
+        raise ArtifactError(f"{path}: checkpoint holds a {type(state).__name__}, not a dict")
+    return state
+
+
+# ----------------------------------------------------------------------------- catalog
+
+_EPOCH = re.compile(r"^epoch(\d+)$")
+
+
+def _path_parts(rel: Path) -> dict[str, Any]:
+    """``results/{dataset}/{model}/{run}/.../name`` parts of a relative artifact path."""
+    parts = rel.parts
+    layout = len(parts) >= 4
+    epoch = None
+    for part in (*parts[:-1], rel.stem):
+        m = _EPOCH.match(part)
+        if m:
+            epoch = int(m.group(1))
+    return {
+        "dataset": parts[0] if layout else None,
+        "model": parts[1] if layout else None,
+        "run": parts[2] if layout else None,
+        "epoch": epoch,
+        "name": rel.stem,
+    }
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(value)
 
 
 def _row(path: Path, root: Path) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "path": path.relative_to(root).as_posix(),
-        "size_bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-    }
+    rel = path.relative_to(root)
+    row: dict[str, Any] = {"path": rel.as_posix(), **_path_parts(rel), "error": ""}
     try:
+        row["size_bytes"] = path.stat().st_size
+        row["sha256"] = sha256_file(path)
         if path.suffix == ".h5":
-            art = open(path)
-            attrs = art.attrs
-            row.update(
-                kind=art.kind,
-                schema_version=attrs.get("schema_version"),
-                spec=attrs.get("spec"),
-                inputs=attrs.get("inputs"),
-                versions=attrs.get("versions"),
-            )
+            try:
+                attrs = _read_h5(path, with_data=False)[0]
+            except (OSError, KeyError, RuntimeError, ValueError) as exc:
+                raise ArtifactError(f"{path}: not a readable HDF5 artifact ({exc})") from exc
+            if "kind" not in attrs:
+                raise ArtifactError(f"{path}: HDF5 file without the store's provenance")
         else:
-            meta = read_checkpoint(path).get("meta", {})
-            row.update(
-                kind=meta.get("kind", "checkpoint"),
-                schema_version=meta.get("schema_version"),
-                spec=canonical_json(meta.get("spec", {})),
-                inputs=canonical_json(meta.get("inputs", {})),
-                versions=canonical_json(meta.get("versions", {})),
-            )
-    except ArtifactError as exc:
+            meta = read_checkpoint(path).get("meta")
+            if not isinstance(meta, Mapping):
+                raise ArtifactError(f"{path}: checkpoint without a 'meta' dict")
+            attrs = dict(meta)
+            attrs.setdefault("kind", "checkpoint")
+        row.update(
+            kind=str(attrs["kind"]),
+            schema_version=attrs.get("schema_version"),
+            spec=_json_text(attrs.get("spec", {})),
+            inputs=_json_text(attrs.get("inputs", {})),
+            versions=_json_text(attrs.get("versions", {})),
+        )
+    except (ArtifactError, OSError, TypeError, ValueError) as exc:
         row.update(kind="unreadable", error=str(exc))
     return row
 
 
 def catalog(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per artifact (``*.h5``, ``*.pt``) under ``results_dir``, with its provenance."""
+    """One row per artifact (``*.h5`` and ``*.pt``, recursively) under ``results_dir``.
+
+    Temporary files of unfinished writes (``.{name}.tmp-...``) are skipped. A file that cannot
+    be read gets kind ``"unreadable"`` and a message in ``error`` instead of failing the catalog.
+
+    Args:
+        results_dir: the results directory.
+
+    Returns:
+        Columns ``path`` (relative, posix), ``kind``, ``schema_version``, ``spec``, ``inputs``
+        (JSON text), ``size_bytes``, ``sha256``, ``versions`` (JSON text), the path parts
+        ``dataset``, ``model``, ``run`` (for ``{dataset}/{model}/{run}/...`` paths), ``epoch``
+        (from an ``epoch{N}`` part), ``name`` (file stem), and ``error`` (``""`` if readable);
+        sorted by ``path``.
+    """
     root = Path(results_dir)
     files = sorted(
         p
-        for suffix in ("*.h5", "*.pt")
-        for p in root.rglob(suffix)
-        if p.is_file() and _TMP_MARK not in p.name
+        for p in root.rglob("*")
+        if p.suffix in (".h5", ".pt") and p.is_file() and not _is_temporary(p.name)
     )
     frame = pd.DataFrame([_row(p, root) for p in files], columns=CATALOG_COLUMNS)
+    for col in ("schema_version", "size_bytes", "epoch"):
+        frame[col] = frame[col].astype("Int64")
     return frame.sort_values("path", ignore_index=True)
 
 
 def write_catalog(results_dir: str | os.PathLike, out_csv: str | os.PathLike) -> pd.DataFrame:
-    """Writes :func:`catalog` as CSV, atomically."""
+    """Writes :func:`catalog` of ``results_dir`` as CSV to ``out_csv``, atomically.
+
+    Returns:
+        The catalog.
+    """
     frame = catalog(results_dir)
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
