@@ -1,19 +1,18 @@
 """Loss and error of perturbed models ``theta + sum_i lambda_i eps_i`` over a grid of lambdas.
 
-This is the plain per-point evaluator: one working copy of the model, parameters overwritten in
-place for every grid point. It is the reference that faster evaluators are checked against.
+The engine (:mod:`landscape.grid`) evaluates many points at once; this module holds the grids,
+the workflow entry points and the files they write.
 
 BN modes (Li et al., Appendix A.2):
 
 - ``keep`` ("No UpBN"): the running statistics of theta are used for every point.
-- ``recompute`` ("UpBN"): for every point the running statistics are reset and re-estimated with
-  a cumulative average (``momentum=None``) over a fixed list of training batches, then the model
-  is evaluated in eval mode.
+- ``recompute`` ("UpBN"): for every point the running statistics are re-estimated as a
+  cumulative average (PyTorch's ``momentum=None``) over a fixed list of training batches, then
+  the model is evaluated in eval mode.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -21,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from landscape import store
 from landscape.data import Split, load_data
 from landscape.directions import Direction
+from landscape.grid import GridEvaluator
 from landscape.train import load_model, resolve_device
 
 BN_MODES = ("keep", "recompute")
@@ -50,42 +48,6 @@ def lambda_grid(spec: Mapping[str, Any]) -> np.ndarray:
     return np.linspace(lo, hi, num)
 
 
-def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def recompute_bn(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> None:
-    """Re-estimates BN running statistics as the cumulative average over ``batches``."""
-    layers = _bn_layers(model)
-    if not layers:
-        return
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for x, _ in batches:
-        model(x)
-    model.eval()
-
-
-@torch.no_grad()
-def split_metrics(model: nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and error rate over a split, accumulated in float64 per sample.
-
-    A NaN or infinite loss is returned as it came.
-    """
-    model.eval()
-    loss_sum, wrong = 0.0, 0
-    for x, y in split.batches(batch_size):
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().item()
-        wrong += (logits.argmax(1) != y).sum().item()
-    n = len(split)
-    return loss_sum / n, wrong / n
-
-
-@torch.no_grad()
 def evaluate_grid(
     model: nn.Module,
     directions: Sequence[Direction],
@@ -96,6 +58,7 @@ def evaluate_grid(
     bn_batches: Sequence[tuple[Tensor, Tensor]] = (),
     batch_size: int = 512,
     progress: bool = False,
+    **engine: Any,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Loss and error at ``theta + coords[p] @ directions`` for every grid point ``p``.
 
@@ -108,40 +71,24 @@ def evaluate_grid(
         bn_batches: the fixed batches that re-estimate BN statistics (``recompute``).
         batch_size: evaluation batch size.
         progress: show a progress bar.
+        **engine: options of :class:`landscape.grid.GridEvaluator` (strategy, chunk_size,
+            memory_mb, first_layer, compile).
 
     Returns:
-        ``{split: {"loss": (P,), "error": (P,)}}`` as float64 arrays.
+        ``{split: {"loss": (P,), "error": (P,)}}`` as float64 arrays; NaN and inf as computed.
 
     Raises:
         ValueError: for a bad BN mode or coordinates that do not match the directions.
     """
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"bn_mode: unknown {bn_mode!r}; one of {BN_MODES}")
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != len(directions):
-        raise ValueError(
-            f"coords: shape {coords.shape} does not match {len(directions)} directions"
-        )
-    if bn_mode == "recompute" and _bn_layers(model) and not bn_batches:
-        raise ValueError("bn_mode 'recompute' needs at least one batch in bn_batches")
-    work = copy.deepcopy(model).eval()
-    params = dict(work.named_parameters())
-    base = {n: p.detach().clone() for n, p in params.items()}
-    buffers = {n: b.clone() for n, b in work.named_buffers()}
-    out = {s: {"loss": np.empty(len(coords)), "error": np.empty(len(coords))} for s in splits}
-    for p, point in enumerate(tqdm(coords, disable=not progress, desc="grid", unit="pt")):
-        for name, param in params.items():
-            param.copy_(base[name])
-            for lam, d in zip(point, directions, strict=True):
-                if name in d:
-                    param.add_(d[name], alpha=float(lam))
-        for name, b in work.named_buffers():
-            b.copy_(buffers[name])
-        if bn_mode == "recompute":
-            recompute_bn(work, bn_batches)
-        for s, split in splits.items():
-            out[s]["loss"][p], out[s]["error"][p] = split_metrics(work, split, batch_size)
-    return out
+    evaluator = GridEvaluator(
+        model,
+        directions,
+        bn_mode=bn_mode,
+        bn_batches=bn_batches,
+        batch_size=batch_size,
+        **engine,
+    )
+    return evaluator(coords, splits, progress=progress)
 
 
 def compute_curve(

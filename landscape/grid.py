@@ -1,0 +1,322 @@
+"""Fast evaluation of many perturbed models ``theta + sum_i c_i eps_i`` over a grid.
+
+Two strategies share one private working copy of the model (the caller's model is never
+modified) and data that stays on its device:
+
+- ``batched``: grid points are evaluated in chunks of ``C``; the chunk's parameters are stacked
+  along a leading axis and ``torch.func.vmap`` runs ``functional_call`` over them, so one pass
+  evaluates ``C`` models on the same data batch. This pays for models made of matrix products
+  (MLPs); the chunk size comes from a memory budget and the activation size per sample.
+- ``pointwise``: one point at a time, parameters written in place into the working copy, an
+  optionally ``torch.compile``-d forward. Batching grid points through convolutions turns them
+  into grouped convolutions, which are slower than this loop on a CPU.
+
+``auto`` picks ``batched`` for models without convolutions and ``pointwise`` otherwise.
+
+Structure the generic loop ignores, used by both:
+
+- The first layer is linear in its weights: ``f(x; W + sum_i c_i D_i) = f(x; W) + sum_i c_i
+  f(x; D_i)`` (biases included, as ``f(x; W, b)`` is linear in ``(W, b)`` jointly). Its input does
+  not depend on the grid point, so its k + 1 responses are computed once per data batch (and
+  cached across points when they fit in the budget) and combined per point. Exact up to rounding.
+- BN statistics for ``recompute`` ("UpBN") are a cumulative average over ``B`` fixed batches.
+  Under vmap this is an exponential average with momentum ``1 / (b + 1)`` at batch ``b``, which
+  needs no data-dependent Python control flow.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from tqdm import tqdm
+
+from landscape.data import Split
+
+_BN = nn.modules.batchnorm._BatchNorm
+_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+STRATEGIES = ("auto", "batched", "pointwise")
+
+
+class _FirstLayer(nn.Module):
+    """Stands in for the first layer: its responses to theta and each direction, combined.
+
+    ``coef`` (shape ``(k,)``) is the only parameter; vmap batches it like any other. Responses
+    are cached by input tensor (storage, offset, shape) while ``cache_bytes`` allows.
+    """
+
+    def __init__(self, module: nn.Module, base: dict, dirs: dict, k: int, cache_bytes: float):
+        super().__init__()
+        self.module = module
+        self.vectors = [base] + [{n: t[i] for n, t in dirs.items()} for i in range(k)]
+        self.coef = nn.Parameter(torch.zeros(k, device=next(iter(base.values())).device))
+        self.coef.requires_grad_(False)
+        self.cache: dict[tuple, Tensor] = {}
+        self.cache_bytes = cache_bytes
+
+    def responses(self, x: Tensor) -> Tensor:
+        key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.dtype)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        r = torch.stack([functional_call(self.module, v, (x,)) for v in self.vectors])
+        size = r.numel() * r.element_size()
+        if size <= self.cache_bytes:
+            self.cache[key] = r
+            self.cache_bytes -= size
+        return r
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.responses(x)
+        return r[0] + torch.tensordot(self.coef, r[1:], dims=1)
+
+
+def _first_layer(model: nn.Module, x: Tensor) -> str | None:
+    """Dotted name of the first module with state if it is a Linear or Conv, else None."""
+    found: list[tuple[str, nn.Module]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if not [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            continue
+
+        def hook(mod, args, name=name):
+            if not found:
+                found.append((name, mod))
+
+        hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    if found and isinstance(found[0][1], _LINEAR):
+        return found[0][0]
+    return None
+
+
+def _activation_floats(model: nn.Module, x: Tensor) -> int:
+    """Floats of every module output for one sample: a proxy of per-sample working memory."""
+    total = 0
+
+    def hook(mod, args, out):
+        nonlocal total
+        if isinstance(out, Tensor) and out.dim() > 0:
+            total += out[0].numel()
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+class GridEvaluator:
+    """Loss and error of ``theta + coords[p] @ directions`` for every grid point ``p``.
+
+    Args:
+        model: the base model theta (left untouched).
+        directions: k directions ``{name: tensor}`` over trainable parameters (missing = 0).
+        bn_mode: ``keep`` (running statistics of theta, "No UpBN") or ``recompute``
+            (re-estimated per point over ``bn_batches`` as a cumulative average, "UpBN").
+        bn_batches: fixed training batches for ``recompute``.
+        batch_size: data batch size of the evaluation.
+        strategy: ``auto``, ``batched`` or ``pointwise`` (see the module docstring).
+        chunk_size: points per vmapped pass (``batched``); None derives it from ``memory_mb``.
+        memory_mb: working-memory budget for chunks and the first-layer cache.
+        first_layer: use the first layer's linearity; False for a plain reference.
+        compile: ``torch.compile`` the forward of the ``pointwise`` strategy.
+
+    Raises:
+        ValueError: for an unknown BN mode or strategy, or ``recompute`` without batches.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        directions: Sequence[Mapping[str, Tensor]],
+        *,
+        bn_mode: str = "recompute",
+        bn_batches: Sequence[tuple[Tensor, Tensor]] = (),
+        batch_size: int = 512,
+        strategy: str = "auto",
+        chunk_size: int | None = None,
+        memory_mb: float = 1024.0,
+        first_layer: bool = True,
+        compile: bool = False,
+    ):
+        if bn_mode not in ("keep", "recompute"):
+            raise ValueError(f"bn_mode: unknown {bn_mode!r}; one of ('keep', 'recompute')")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy: unknown {strategy!r}; one of {STRATEGIES}")
+        self.work = copy.deepcopy(model).eval()
+        for p in self.work.parameters():
+            p.requires_grad_(False)
+        self.bn = [m for m in self.work.modules() if isinstance(m, _BN)]
+        if bn_mode == "recompute" and self.bn and not bn_batches:
+            raise ValueError("bn_mode 'recompute' needs at least one batch in bn_batches")
+        self.bn_mode = bn_mode if self.bn else "keep"
+        self.bn_batches = list(bn_batches)
+        self.batch_size = batch_size
+        self.k = len(directions)
+        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.work.modules())
+        self.strategy = ("pointwise" if has_conv else "batched") if strategy == "auto" else strategy
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.base = {n: p.detach().clone() for n, p in self.work.named_parameters()}
+        self.dirs = {
+            n: torch.stack(
+                [
+                    d[n].to(self.base[n]) if n in d else torch.zeros_like(self.base[n])
+                    for d in directions
+                ]
+            )
+            for n in trainable
+        }
+        self.buffers = {n: b.detach().clone() for n, b in self.work.named_buffers()}
+        self.chunk_size = chunk_size
+        self.memory_mb = memory_mb
+        self.use_first_layer = first_layer
+        self.compile = compile
+        self.first: str | None = None
+        self._forward_eval = None
+        self._prepared = False
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare(self, probe: Tensor) -> None:
+        floats = _activation_floats(self.work, probe)
+        budget = self.memory_mb * 2**20
+        if self.use_first_layer:
+            self.first = _first_layer(self.work, probe)
+        if self.first is not None:
+            self._install_first_layer(cache_bytes=budget / 2)
+        if self.strategy == "batched":
+            params = sum(t[0].numel() for t in self.dirs.values())
+            # activations of one point on one batch plus its parameters; x3 for temporaries
+            per_point = 4 * 3 * (floats * self.batch_size + params)
+            self.chunk_size = self.chunk_size or max(1, int(budget / 2 // per_point))
+        else:
+            self.chunk_size = 1
+            self.params = dict(self.work.named_parameters())
+            self.buffer_refs = dict(self.work.named_buffers())
+            self._forward_eval = torch.compile(self.work) if self.compile else self.work
+        self._prepared = True
+
+    def _install_first_layer(self, cache_bytes: float) -> None:
+        prefix = self.first + "."
+        mine = [n for n in self.base if n.startswith(prefix)]
+        base = {n[len(prefix) :]: self.base.pop(n) for n in mine}
+        dirs = {n[len(prefix) :]: self.dirs.pop(n) for n in mine if n in self.dirs}
+        module = copy.deepcopy(self.work.get_submodule(self.first))
+        stand_in = _FirstLayer(module, base, dirs, self.k, cache_bytes)
+        _set_submodule(self.work, self.first, stand_in)
+        self.base[prefix + "coef"] = stand_in.coef.detach().clone()
+        self.dirs[prefix + "coef"] = torch.eye(self.k, device=stand_in.coef.device)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def __call__(
+        self, coords: np.ndarray, splits: Mapping[str, Split], progress: bool = False
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Evaluates every point; returns ``{split: {"loss": (P,), "error": (P,)}}`` (float64).
+
+        Raises:
+            ValueError: if ``coords`` is not of shape ``(P, k)``.
+        """
+        coords = np.asarray(coords, dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[1] != self.k:
+            raise ValueError(f"coords: shape {coords.shape} does not match {self.k} directions")
+        out = {s: {"loss": np.empty(len(coords)), "error": np.empty(len(coords))} for s in splits}
+        if not splits or not len(coords):
+            return out
+        if not self._prepared:
+            self._prepare(next(iter(next(iter(splits.values())).batches(1)))[0])
+        step = self.chunk_size
+        with torch.no_grad():
+            for start in tqdm(range(0, len(coords), step), disable=not progress, desc="grid"):
+                chunk = torch.as_tensor(coords[start : start + step])
+                evaluate = self._batched if self.strategy == "batched" else self._pointwise
+                for s, (loss, error) in evaluate(chunk, splits).items():
+                    out[s]["loss"][start : start + len(chunk)] = loss
+                    out[s]["error"][start : start + len(chunk)] = error
+        return out
+
+    def _point_params(self, coords: Tensor) -> dict[str, Tensor]:
+        """Stacked parameters of a chunk: ``base + coords @ dirs`` per parameter."""
+        return {
+            n: self.base[n].unsqueeze(0) + torch.tensordot(coords.to(d), d, dims=1)
+            for n, d in self.dirs.items()
+        }
+
+    # batched strategy -------------------------------------------------------
+
+    def _vmapped(self, params: dict, buffers: dict, x: Tensor) -> Tensor:
+        return vmap(lambda p, b: functional_call(self.work, (p, b), (x,)), randomness="error")(
+            params, buffers
+        )
+
+    def _batched(self, chunk: Tensor, splits: Mapping[str, Split]) -> dict:
+        params = self._point_params(chunk)
+        buffers = {
+            n: b.unsqueeze(0).expand(len(chunk), *b.shape).clone() for n, b in self.buffers.items()
+        }
+        if self.bn_mode == "recompute":
+            try:
+                for b, (x, _) in enumerate(self.bn_batches):
+                    for m in self.bn:  # only BN trains: dropout stays off, vmap deterministic
+                        m.train()
+                        m.momentum = 1.0 / (b + 1)
+                    self._vmapped(params, buffers, x)
+            finally:
+                self.work.eval()
+        return {
+            s: _metrics(lambda x: self._vmapped(params, buffers, x), split, self.batch_size)
+            for s, split in splits.items()
+        }
+
+    # pointwise strategy -----------------------------------------------------
+
+    def _pointwise(self, chunk: Tensor, splits: Mapping[str, Split]) -> dict:
+        point = {n: t[0] for n, t in self._point_params(chunk).items()}
+        for n, t in point.items():
+            self.params[n].copy_(t)
+        for n, b in self.buffer_refs.items():
+            b.copy_(self.buffers[n])
+        if self.bn_mode == "recompute":
+            for m in self.bn:
+                m.reset_running_stats()
+                m.momentum = None
+                m.train()
+            for x, _ in self.bn_batches:
+                self.work(x)
+            self.work.eval()
+        return {
+            s: _metrics(lambda x: self._forward_eval(x).unsqueeze(0), split, self.batch_size)
+            for s, split in splits.items()
+        }
+
+
+def _metrics(forward, split: Split, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point mean cross-entropy and error over a split; ``forward`` returns (C, B, classes)."""
+    loss_sum = wrong = 0
+    for x, y in split.batches(batch_size):
+        logits = forward(x)
+        c, b = logits.shape[:2]
+        losses = F.cross_entropy(logits.reshape(c * b, -1), y.repeat(c), reduction="none")
+        loss_sum = loss_sum + losses.view(c, b).double().sum(1)
+        wrong = wrong + (logits.argmax(-1) != y).sum(1)
+    n = len(split)
+    return (loss_sum / n).cpu().numpy(), (wrong / n).double().cpu().numpy()
