@@ -5,7 +5,10 @@
 #   results/{dataset}/{model}/{run}/history.h5                           export_history
 #   results/{dataset}/{model}/{run}/directions/epoch{epoch}/{direction}.h5   make_direction
 #   results/{dataset}/{model}/{run}/curves/epoch{epoch}/{curve}.h5       compute_curve
+#   results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.h5   merge_surface
+#       (from temporary shards .../{surface}.shards/{i}-of-{n}.h5 of compute_surface_shard)
 #   results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png  plot_curve
+#   results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png  plot_surface
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 
@@ -19,6 +22,12 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+
+
+scattergather:
+    surface=config["surface_shards"],
+
+
 include: "rules/train.smk"
 include: "rules/directions.smk"
 include: "rules/landscape.smk"

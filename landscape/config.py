@@ -8,7 +8,7 @@ exist. It imports neither torch nor h5py, so building the DAG stays fast.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -59,39 +59,82 @@ def check_references(config: Mapping[str, Any]) -> None:
                 f"runs.{name}.train.checkpoints: epochs {late} exceed "
                 f"runs.{name}.train.epochs = {train['epochs']}"
             )
-    for name, curve in config.get("curves", {}).items():
-        if curve["direction"] not in config.get("directions", {}):
-            raise ConfigError(
-                f"curves.{name}.direction: '{curve['direction']}' is not a key of directions"
-            )
-        grid = curve["lambda"]
-        if grid["min"] > grid["max"]:
-            raise ConfigError(
-                f"curves.{name}.lambda: min ({grid['min']}) is larger than max ({grid['max']})"
-            )
-        for run in curve_runs(config, name):
-            if run not in config["runs"]:
-                raise ConfigError(f"curves.{name}.runs: '{run}' is not a key of runs")
-            epochs = curve["epochs"]
-            if epochs != "final":
-                missing = sorted(set(epochs) - set(checkpoint_epochs(config["runs"][run]["train"])))
-                if missing:
-                    raise ConfigError(
-                        f"curves.{name}.epochs: run '{run}' has no checkpoint at epochs {missing} "
-                        f"(add them to runs.{run}.train.checkpoints)"
-                    )
+    for name, direction in config.get("directions", {}).items():
+        if direction.get("kind") == "checkpoint":
+            _check_target(config, f"directions.{name}.target", direction.get("target", {}))
+    for family, keys in (("curves", ("direction",)), ("surfaces", ("directions",))):
+        for name, block in config.get(family, {}).items():
+            _check_block(config, family, name, block, keys)
 
 
-def curve_runs(config: Mapping[str, Any], curve: str) -> list[str]:
-    """The runs a curve is evaluated on."""
-    runs = config["curves"][curve]["runs"]
+def _check_target(config: Mapping[str, Any], key: str, target: Mapping[str, Any]) -> None:
+    run, epoch = target.get("run"), target.get("epoch", "final")
+    if run is not None and run not in config["runs"]:
+        raise ConfigError(f"{key}.run: '{run}' is not a key of runs")
+    if epoch != "final" and run is not None:
+        have = checkpoint_epochs(config["runs"][run]["train"])
+        if epoch not in have:
+            raise ConfigError(f"{key}.epoch: run '{run}' has no checkpoint at epoch {epoch}")
+
+
+def _check_block(config, family: str, name: str, block: Mapping, keys: Sequence[str]) -> None:
+    key = f"{family}.{name}"
+    for k in keys:
+        refs = block[k] if isinstance(block[k], list) else [block[k]]
+        for ref in refs:
+            if ref not in config.get("directions", {}):
+                raise ConfigError(f"{key}.{k}: '{ref}' is not a key of directions")
+    for axis in ("lambda", "x", "y"):
+        grid = block.get(axis)
+        if grid and grid["min"] > grid["max"]:
+            raise ConfigError(
+                f"{key}.{axis}: min ({grid['min']}) is larger than max ({grid['max']})"
+            )
+    for run in selected_runs(config, family, name):
+        if run not in config["runs"]:
+            raise ConfigError(f"{key}.runs: '{run}' is not a key of runs")
+        if block["epochs"] != "final":
+            have = checkpoint_epochs(config["runs"][run]["train"])
+            missing = sorted(set(block["epochs"]) - set(have))
+            if missing:
+                raise ConfigError(
+                    f"{key}.epochs: run '{run}' has no checkpoint at epochs {missing} "
+                    f"(add them to runs.{run}.train.checkpoints)"
+                )
+
+
+def selected_runs(config: Mapping[str, Any], family: str, name: str) -> list[str]:
+    """The runs a curve or surface is evaluated on."""
+    runs = config[family][name]["runs"]
     return list(config["runs"]) if runs == "all" else list(runs)
 
 
-def curve_epochs(config: Mapping[str, Any], curve: str, run: str) -> list[int]:
-    """The checkpoint epochs of ``run`` a curve is evaluated at."""
-    epochs = config["curves"][curve]["epochs"]
+def selected_epochs(config: Mapping[str, Any], family: str, name: str, run: str) -> list[int]:
+    """The checkpoint epochs of ``run`` a curve or surface is evaluated at."""
+    epochs = config[family][name]["epochs"]
     return [final_epoch(config, run)] if epochs == "final" else sorted(epochs)
+
+
+def direction_references(
+    config: Mapping[str, Any], direction: str, run: str
+) -> dict[str, tuple[str, int]]:
+    """Other checkpoints a direction of ``run`` is derived from: ``{role: (run, epoch)}``.
+
+    >>> cfg = {"runs": {"a": {"train": {"epochs": 5}}}, "directions": {
+    ...     "init": {"kind": "special", "of": "theta_0"},
+    ...     "to_end": {"kind": "checkpoint", "target": {"run": None, "epoch": "final"}}}}
+    >>> direction_references(cfg, "init", "a"), direction_references(cfg, "to_end", "a")
+    ({'theta_0': ('a', 0)}, {'target': ('a', 5)})
+    """
+    spec = config["directions"][direction]
+    if spec.get("kind") == "special" and spec.get("of") == "theta_0":
+        return {"theta_0": (run, 0)}
+    if spec.get("kind") == "checkpoint":
+        target = spec.get("target", {})
+        other = target.get("run") or run
+        epoch = target.get("epoch", "final")
+        return {"target": (other, final_epoch(config, other) if epoch == "final" else epoch)}
+    return {}
 
 
 def run_wildcards(config: Mapping[str, Any], run: str) -> dict[str, str]:
@@ -114,6 +157,6 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     }
 
 
-def curve_spec(config: Mapping[str, Any], curve: str) -> dict[str, Any]:
-    """What a curve's values depend on: its block without the run and epoch selection."""
-    return {k: v for k, v in config["curves"][curve].items() if k not in ("runs", "epochs")}
+def evaluation_spec(config: Mapping[str, Any], family: str, name: str) -> dict[str, Any]:
+    """What a curve's or surface's values depend on: its block without run and epoch selection."""
+    return {k: v for k, v in config[family][name].items() if k not in ("runs", "epochs")}

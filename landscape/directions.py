@@ -1,31 +1,54 @@
-"""Direction vectors in parameter space: noise families and their normalizations.
+"""Direction vectors in parameter space: how they are made, transformed and normalized.
 
 A direction is a dict ``{parameter name: tensor}`` over the model's trainable parameters, in
-``named_parameters()`` order. Noise is drawn on the CPU from a seeded generator, one parameter
-after the other, so a direction is the same on every device.
+``named_parameters()`` order. :func:`make_direction` builds one from a ``directions`` config block
+in five steps, in this order: base vector (by ``kind``) -> sign transform -> normalization ->
+group restriction -> scale.
+
+Base vectors (``kind``):
+
+- ``noise``: element-wise noise of one of :data:`NOISE`, drawn on the CPU from a seeded generator,
+  one parameter after the other, so a direction is the same on every device.
+- ``special`` (Asymmetric Valley paper, A3): ``theta_0`` (the run's initialization), ``theta_f``
+  (the parameters themselves), ``sign(theta_f)``, ``sign(theta_f - mu)`` (``mu`` the mean of each
+  parameter tensor) and ``sgp`` of the last two; see :func:`special`.
+- ``gradient``: the negative gradient of the mean training loss over the first fixed batches
+  (V4); see :func:`negative_gradient`.
+- ``checkpoint``: ``theta_target - theta`` towards another checkpoint (V4, V7); see :func:`towards`.
+
+Sign transform (``sign: consistent``, A1/A2): ``eps <- |eps| * sign(theta)`` on a seeded random
+fraction ``sign_ratio`` of the elements; see :func:`sign_consistent`.
 
 Normalizations (Li et al. 2018; Li et al., "Visualizing, Rethinking, and Mining", Appendix A.3):
 
-- ``raw``: the noise as drawn.
+- ``raw``: the vector as it is.
 - ``norm``: ``eps <- ||theta|| eps / ||eps||`` over the whole vector ("Norm", "Norm-Scaled").
 - ``layer``: the same per parameter tensor ("LayNorm").
 - ``filter``: the same per output filter, i.e. per slice along dim 0 ("FilNorm", "Filter-NS").
 
 One-dimensional tensors (biases, BN weights and biases) follow ``bias_bn``: ``zero`` leaves them
 unperturbed (Li et al. 2018's ``ignore='biasbn'``), ``normalize`` scales each such tensor as a
-whole to the norm of its parameter, ``raw`` keeps the noise as drawn.
+whole to the norm of its parameter, ``raw`` keeps them as they are.
+
+The group restriction (A4) zeroes the direction outside one group of
+:data:`landscape.params.GROUPS`; ``scale`` multiplies the finished direction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from landscape import store
+from landscape.data import DataBundle, load_data
+from landscape.params import group_names, restrict
 from landscape.train import load_model, resolve_device
 
 Direction = dict[str, Tensor]
@@ -59,6 +82,16 @@ NOISE: dict[str, Callable[[tuple[int, ...], torch.Generator], Tensor]] = {
 }
 NORMALIZATIONS = ("raw", "norm", "layer", "filter")
 BIAS_BN = ("zero", "normalize", "raw")
+KINDS = ("noise", "special", "gradient", "checkpoint")
+SPECIALS = (
+    "theta_0",
+    "theta_f",
+    "sign_theta_f",
+    "sign_theta_f_mu",
+    "sgp_theta_f",
+    "sgp_theta_f_mu",
+)
+SIGNS = ("none", "consistent")
 
 
 def trainable(model: nn.Module) -> dict[str, Tensor]:
@@ -125,33 +158,373 @@ def normalize(
     return out
 
 
-def make_direction(spec: Mapping[str, Any], model: nn.Module) -> Direction:
-    """Builds the direction described by one ``directions`` config block for a model.
+def _aligned(other: Mapping[str, Tensor], params: Mapping[str, Tensor], what: str) -> Direction:
+    """``other``'s tensors for the names of ``params``, on their device and dtype."""
+    out: Direction = {}
+    for name, p in params.items():
+        if name not in other:
+            raise ValueError(f"{what}: has no parameter {name!r}")
+        t = other[name]
+        if tuple(t.shape) != tuple(p.shape):
+            raise ValueError(
+                f"{what}: parameter {name!r} has shape {tuple(t.shape)}, expected {tuple(p.shape)}"
+            )
+        out[name] = t.detach().to(device=p.device, dtype=p.dtype)
+    return out
+
+
+def sign_consistent(
+    eps: Mapping[str, Tensor], theta: Mapping[str, Tensor], ratio: float = 1.0, seed: int = 0
+) -> Direction:
+    """Sets the sign of a fraction of a direction's elements to the sign of the parameters.
+
+    On the chosen elements ``eps`` becomes ``|eps| * sign(theta)`` (0 where ``theta`` is 0); the
+    others keep their value. ``ratio=1`` is the sign-consistent noise ``|eps| * sign(theta_f)``
+    of the Asymmetric Valley paper (A1), ``ratio=0`` the identity, values between sweep the
+    "sign change ratio" (A2).
+
+    The choice is made per tensor: exactly ``round(ratio * n)`` (Python rounding) of the ``n``
+    elements of every tensor, the first ones of a permutation drawn with ``torch.randperm`` from a
+    CPU generator seeded with ``seed``, tensor after tensor. Every ratio strictly between 0 and 1
+    draws the same permutations, so for one seed the elements chosen at a smaller ratio are among
+    those chosen at a larger one, and the choice is the same on every device.
+
+    Args:
+        eps: The direction.
+        theta: The parameters (same names and shapes).
+        ratio: Fraction of elements to make sign-consistent, in ``[0, 1]``.
+        seed: Seed of the choice.
+
+    Returns:
+        A new direction with the dtypes and devices of ``eps``.
 
     Raises:
-        ValueError: for an unknown ``kind``.
+        ValueError: for a ratio outside ``[0, 1]`` or a parameter missing from ``theta`` or of
+            another shape.
+    """
+    ratio = float(ratio)
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"sign_ratio: must be in [0, 1], got {ratio}")
+    ref = _aligned(theta, eps, "sign_consistent: theta")
+    g = torch.Generator().manual_seed(seed)
+    out: Direction = {}
+    for name, e in eps.items():
+        target = e.abs() * torch.sign(ref[name])
+        n = e.numel()
+        if ratio == 1.0:
+            out[name] = target
+            continue
+        if ratio == 0.0:
+            out[name] = e.clone()
+            continue
+        chosen = torch.randperm(n, generator=g)[: round(ratio * n)].to(e.device)
+        flat = e.reshape(-1).clone()
+        flat[chosen] = target.reshape(-1)[chosen]
+        out[name] = flat.view(e.shape)
+    return out
+
+
+def _sgp(x: Tensor, magnitude: Tensor) -> Tensor:
+    return magnitude.abs() * torch.sign(x)
+
+
+def special(
+    of: str,
+    theta: Mapping[str, Tensor],
+    *,
+    theta_0: Mapping[str, Tensor] | None = None,
+    seed: int = 0,
+) -> Direction:
+    """The special directions of the Asymmetric Valley paper (A3).
+
+    - ``theta_0``: the initialization ``theta_0`` itself (needs ``theta_0``).
+    - ``theta_f``: the parameters ``theta`` themselves.
+    - ``sign_theta_f``: ``sign(theta)``.
+    - ``sign_theta_f_mu``: ``sign(theta - mu)``, ``mu`` the mean of each parameter tensor.
+    - ``sgp_theta_f``: ``sgp(theta)``; ``sgp_theta_f_mu``: ``sgp(theta - mu)``.
+
+    The papers do not define ``sgp``; here ``sgp(x) = |g| * sign(x)`` with ``g ~ N(0, 1)``
+    element-wise: Gaussian magnitudes with the sign pattern of ``x``. ``g`` is drawn as
+    ``noise(theta, "gaussian", seed)``, i.e. on the CPU from a generator seeded with ``seed``.
+    Elements where ``x`` is 0 are 0.
+
+    Args:
+        of: One of :data:`SPECIALS`.
+        theta: The parameters ``theta_f``.
+        theta_0: The initialization (same names and shapes), for ``of="theta_0"`` only.
+        seed: Seed of the Gaussian magnitudes of ``sgp``.
+
+    Returns:
+        A new direction with the names, dtypes and devices of ``theta``.
+
+    Raises:
+        ValueError: for an unknown ``of`` (listing the valid ones), a missing ``theta_0`` or one
+            with other names or shapes.
+    """
+    if of not in SPECIALS:
+        raise ValueError(f"of: unknown special direction {of!r}; one of {list(SPECIALS)}")
+    if of == "theta_0":
+        if theta_0 is None:
+            raise ValueError("of 'theta_0': needs the initialization theta_0 (none given)")
+        return {n: t.clone() for n, t in _aligned(theta_0, theta, "theta_0").items()}
+    if of == "theta_f":
+        return {n: t.detach().clone() for n, t in theta.items()}
+    if of.endswith("_mu"):
+        base = {n: (t.double() - t.double().mean()).to(t.dtype) for n, t in theta.items()}
+    else:
+        base = {n: t.detach() for n, t in theta.items()}
+    if of.startswith("sign"):
+        return {n: torch.sign(x) for n, x in base.items()}
+    g = noise(theta, "gaussian", seed)
+    return {n: _sgp(x, g[n]) for n, x in base.items()}
+
+
+def negative_gradient(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    *,
+    train_mode: bool = False,
+) -> Direction:
+    """The negative gradient of the mean loss over some batches, ``-grad L(theta)``.
+
+    ``L`` is the mean per-sample loss over all samples of all batches: each batch's mean loss is
+    weighted by its size, so batches of different sizes give the gradient of one full batch.
+    The model is left as it was: parameters, buffers (BN running statistics, also in training
+    mode), train/eval flags, and no ``.grad`` is set (the gradient is taken with
+    ``torch.autograd.grad`` through ``torch.func.functional_call`` on detached leaves and copies of
+    the buffers).
+
+    Args:
+        model: The model, on the device of the batches.
+        batches: ``(x, y)`` pairs.
+        loss: ``loss(logits, y)`` -> the batch's mean loss (default cross-entropy).
+        train_mode: Evaluate in training mode (BN with batch statistics, dropout on) instead of
+            eval mode.
+
+    Returns:
+        ``{name: -dL/dparam}`` over the trainable parameters (float64 accumulation, then the
+        parameters' dtypes); parameters the loss does not reach get zeros.
+
+    Raises:
+        ValueError: if ``batches`` is empty.
+    """
+    leaves = {n: p.detach().requires_grad_(True) for n, p in trainable(model).items()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    flags = {m: m.training for m in model.modules()}
+    total = 0
+    acc = {n: torch.zeros(p.shape, dtype=torch.float64, device=p.device) for n, p in leaves.items()}
+    try:
+        model.train(train_mode)
+        with torch.enable_grad():
+            for x, y in batches:
+                value = loss(functional_call(model, (leaves, buffers), (x,)), y) * len(y)
+                grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+                for (name, _), grad in zip(leaves.items(), grads, strict=True):
+                    if grad is not None:
+                        acc[name] += grad.double()
+                total += len(y)
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+    if total == 0:
+        raise ValueError("negative_gradient: no batches (no samples) given")
+    return {n: (-acc[n] / total).to(p.dtype) for n, p in leaves.items()}
+
+
+def towards(theta: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Direction:
+    """The direction ``target - theta`` to another checkpoint, over the names of ``theta``.
+
+    ``target`` may hold more tensors (a whole state dict); only ``theta``'s names are used, and
+    its tensors are moved to ``theta``'s device and dtype.
+
+    Raises:
+        ValueError: if ``target`` lacks a parameter or has it in another shape (naming it).
+    """
+    other = _aligned(target, theta, "target")
+    return {n: other[n] - t.detach() for n, t in theta.items()}
+
+
+def orthogonalize(d1: Mapping[str, Tensor], d2: Mapping[str, Tensor]) -> Direction:
+    """Gram-Schmidt of ``d2`` against ``d1`` over the flat vectors, keeping the norm of ``d2``.
+
+    ``d2' = d2 - (<d2, d1> / <d1, d1>) d1``, rescaled to ``||d2||``; inner products and the
+    result are computed in float64, then cast to ``d2``'s dtypes. A zero ``d1`` leaves ``d2``.
+
+    Raises:
+        ValueError: if the names differ, or ``d2`` is parallel to ``d1`` (nothing is left).
+    """
+    if list(d1) != list(d2):
+        raise ValueError("orthogonalize: d1 and d2 must have the same parameter names in order")
+    a = torch.cat([t.double().reshape(-1) for t in d1.values()])
+    b = torch.cat([t.double().reshape(-1).to(a.device) for t in d2.values()])
+    aa = torch.dot(a, a)
+    if aa == 0:
+        return {n: t.clone() for n, t in d2.items()}
+    c = b - (torch.dot(b, a) / aa) * a
+    c_norm = c.norm()
+    if c_norm <= 1e-12 * b.norm() or c_norm == 0:
+        raise ValueError("orthogonalize: d2 is parallel to d1")
+    c = c * (b.norm() / c_norm)
+    out: Direction = {}
+    start = 0
+    for name, t in d2.items():
+        out[name] = c[start : start + t.numel()].view(t.shape).to(device=t.device, dtype=t.dtype)
+        start += t.numel()
+    return out
+
+
+def required_references(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Other checkpoints a direction spec is derived from, by role.
+
+    Returns:
+        ``{"theta_0": {"run": None, "epoch": 0}}`` (the same run's initialization) for
+        ``kind: special, of: theta_0``; ``{"target": {"run": ..., "epoch": ...}}`` (``run`` None
+        for the same run, ``epoch`` "final" or an integer; defaults filled in) for
+        ``kind: checkpoint``; ``{}`` otherwise.
+
+    >>> required_references({"kind": "checkpoint", "target": {"epoch": 3}})
+    {'target': {'run': None, 'epoch': 3}}
     """
     kind = spec.get("kind", "noise")
-    if kind != "noise":
-        raise ValueError(f"kind: unknown direction kind {kind!r}")
+    if kind == "special" and spec.get("of", "theta_f") == "theta_0":
+        return {"theta_0": {"run": None, "epoch": 0}}
+    if kind == "checkpoint":
+        target = spec.get("target") or {}
+        return {"target": {"run": target.get("run"), "epoch": target.get("epoch", "final")}}
+    return {}
+
+
+def needs_data(spec: Mapping[str, Any]) -> bool:
+    """Whether a direction spec reads training data (``kind: gradient``)."""
+    return spec.get("kind", "noise") == "gradient"
+
+
+def _choice(spec: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = spec.get(key, default)
+    if value not in choices:
+        raise ValueError(f"{key}: unknown {value!r}; one of {list(choices)}")
+    return value
+
+
+def _reference(references: Mapping[str, Mapping[str, Tensor]] | None, role: str, why: str):
+    if references is None or role not in references:
+        raise ValueError(f"{why}: needs references[{role!r}] (that checkpoint's parameters)")
+    return references[role]
+
+
+def _gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
+    if data is None:
+        raise ValueError("kind 'gradient': needs data (a DataBundle with the training split)")
+    count = spec.get("batches", 1)
+    if count != "all" and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"batches: expected an integer >= 1 or 'all', got {count!r}")
+    batches = data.train.batches(spec.get("batch_size", 128))
+    return batches if count == "all" else itertools.islice(batches, count)
+
+
+def make_direction(
+    spec: Mapping[str, Any],
+    model: nn.Module,
+    *,
+    references: Mapping[str, Mapping[str, Tensor]] | None = None,
+    data: DataBundle | None = None,
+) -> Direction:
+    """Builds the direction described by one ``directions`` config block for a model.
+
+    Steps, in order: base vector -> sign transform -> normalization -> group restriction ->
+    scale. Keys (all optional):
+
+    - ``kind``: ``noise`` (default; ``distribution`` default gaussian, ``seed`` default 0),
+      ``special`` (``of``, one of :data:`SPECIALS`, default ``theta_f``; ``seed`` for sgp),
+      ``gradient`` (``batches``: the first fixed, unshuffled training batches, an integer >= 1
+      or ``"all"``, default 1; ``batch_size`` default 128; eval-mode loss) or ``checkpoint``
+      (``target - theta``; ``target`` names the checkpoint for the workflow, the library uses
+      ``references["target"]``).
+    - ``sign``: ``none`` (default) or ``consistent`` with ``sign_ratio`` (default 1.0) and the
+      spec's ``seed``: :func:`sign_consistent` against the model's parameters.
+    - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``raw`` otherwise.
+    - ``bias_bn``: see :func:`normalize`; default ``zero`` for noise, ``raw`` otherwise (so that
+      e.g. a checkpoint direction reaches the target in every parameter).
+    - ``group``: one of :data:`landscape.params.GROUPS` (default ``ALL``): zero outside it.
+    - ``scale``: multiplier of the finished direction (default 1.0).
+
+    Args:
+        spec: The config block.
+        model: The model at ``theta`` (its trainable parameters are ``theta``).
+        references: Other checkpoints' parameters by role: ``"theta_0"`` (the run's epoch-0
+            checkpoint) for ``special`` ``theta_0``, ``"target"`` for ``checkpoint``.
+        data: The dataset, for ``gradient``; batches must be on the model's device.
+
+    Raises:
+        ValueError: for an unknown ``kind``, ``of``, ``sign``, ``normalization``, ``bias_bn`` or
+            ``group`` (listing the valid values), or a missing reference or data (naming it).
+    """
+    kind = _choice(spec, "kind", KINDS, "noise")
     params = trainable(model)
-    eps = noise(params, spec.get("distribution", "gaussian"), spec.get("seed", 0))
-    return normalize(eps, params, spec.get("normalization", "filter"), spec.get("bias_bn", "zero"))
+    seed = spec.get("seed", 0)
+    if kind == "noise":
+        eps = noise(params, spec.get("distribution", "gaussian"), seed)
+    elif kind == "special":
+        of = _choice(spec, "of", SPECIALS, "theta_f")
+        theta_0 = _reference(references, "theta_0", "of 'theta_0'") if of == "theta_0" else None
+        eps = special(of, params, theta_0=theta_0, seed=seed)
+    elif kind == "gradient":
+        eps = negative_gradient(model, _gradient_batches(spec, data))
+    else:
+        eps = towards(params, _reference(references, "target", "kind 'checkpoint'"))
+    if _choice(spec, "sign", SIGNS, "none") == "consistent":
+        eps = sign_consistent(eps, params, spec.get("sign_ratio", 1.0), seed)
+    noisy = kind == "noise"
+    eps = normalize(
+        eps,
+        params,
+        spec.get("normalization", "filter" if noisy else "raw"),
+        spec.get("bias_bn", "zero" if noisy else "raw"),
+    )
+    group = spec.get("group", "ALL")
+    if group != "ALL":  # group_names rejects an unknown group
+        eps = restrict(eps, group_names(model, group))
+    scale = float(spec.get("scale", 1.0))
+    return eps if scale == 1.0 else {n: d * scale for n, d in eps.items()}
 
 
 def write_direction(
-    checkpoint: str | Path, out: str | Path, spec: Mapping[str, Any], device: str = "cpu"
+    checkpoint: str | Path,
+    out: str | Path,
+    spec: Mapping[str, Any],
+    device: str = "cpu",
+    *,
+    references: Mapping[str, str | Path] | None = None,
+    dataset: Mapping[str, Any] | None = None,
 ) -> None:
-    """Derives one direction from a checkpoint and writes it as HDF5, one dataset per parameter."""
-    model, meta = load_model(checkpoint, resolve_device(device))
-    direction = make_direction(spec, model)
+    """Derives one direction from a checkpoint and writes it as HDF5, one dataset per parameter.
+
+    Args:
+        checkpoint: The checkpoint at ``theta``.
+        out: The ``.h5`` file.
+        spec: The direction's config block.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        references: Role (``theta_0``, ``target``) -> checkpoint path, see
+            :func:`required_references`; recorded as inputs of the artifact.
+        dataset: The dataset config block, read only when the spec needs data (``gradient``).
+    """
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
     params = trainable(model)
+    paths = dict(references or {})
+    refs = {
+        role: _aligned(store.read_checkpoint(p)["model"], params, f"references[{role!r}] ({p})")
+        for role, p in paths.items()
+    }
+    data = load_data(dataset, dev) if dataset is not None and needs_data(spec) else None
+    direction = make_direction(spec, model, references=refs, data=data)
     norms = {"direction_norm": global_norm(direction), "theta_norm": global_norm(params)}
     with store.create(
         out,
         kind="direction",
         spec=spec,
-        inputs={"checkpoint": checkpoint},
+        inputs={"checkpoint": checkpoint, **paths},
         attrs={**norms, "run": meta["run"], "epoch": meta["epoch"]},
     ) as w:
         w.put_tensors("params", direction)

@@ -13,6 +13,7 @@ BN modes (Li et al., Appendix A.2):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from landscape import store
 from landscape.data import Split, load_data
-from landscape.directions import Direction
+from landscape.directions import Direction, orthogonalize
 from landscape.grid import GridEvaluator
 from landscape.train import load_model, resolve_device
 
@@ -91,6 +92,45 @@ def evaluate_grid(
     return evaluator(coords, splits, progress=progress)
 
 
+def shard_indices(total: int, scatteritem: str) -> np.ndarray:
+    """Flat grid indices of shard ``"i-of-n"`` (1-based): contiguous, sizes differ by at most one.
+
+    >>> shard_indices(10, "2-of-3").tolist()
+    [4, 5, 6]
+
+    Raises:
+        ValueError: for a malformed item or ``i`` outside ``1..n``.
+    """
+    try:
+        i, n = (int(v) for v in scatteritem.split("-of-"))
+    except ValueError:
+        raise ValueError(f"scatteritem: expected 'i-of-n', got {scatteritem!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"scatteritem: shard {i} is outside 1..{n}")
+    return np.array_split(np.arange(total), n)[i - 1]
+
+
+def _evaluation(checkpoint, directions, spec, dataset, device):
+    """Model, directions, splits and BN batches of one curve or surface job."""
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
+    vectors = [
+        {n: torch.as_tensor(v, device=dev) for n, v in store.open(p).tensors().items()}
+        for p in directions
+    ]
+    if spec.get("orthogonalize"):
+        vectors[1] = orthogonalize(vectors[0], vectors[1])
+    bn_batches = list(islice(data.train.batches(spec["batch_size"]), spec["bn_batches"]))
+    splits = {s: getattr(data, s) for s in spec["splits"]}
+    engine = {
+        "bn_mode": spec["bn_mode"],
+        "bn_batches": bn_batches,
+        "batch_size": spec["batch_size"],
+    }
+    return model, meta, vectors, splits, engine
+
+
 def compute_curve(
     checkpoint: str | Path,
     direction: str | Path,
@@ -106,25 +146,15 @@ def compute_curve(
         direction: direction HDF5 written by ``make_direction``.
         out: curve HDF5 to write.
         spec: the curve's config block (``lambda``, ``splits``, ``bn_mode``, ...).
-        dataset: the dataset config block of the checkpoint's run (``spec['dataset_name']``).
+        dataset: the dataset config block of the checkpoint's run.
         device: ``auto``, ``cpu`` or ``cuda``.
     """
-    dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
-    data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
-    eps = {n: torch.as_tensor(v, device=dev) for n, v in store.open(direction).tensors().items()}
-    lambdas = lambda_grid(spec["lambda"])
-    bn_batches = list(islice(data.train.batches(spec["batch_size"]), spec["bn_batches"]))
-    splits = {s: getattr(data, s) for s in spec["splits"]}
-    result = evaluate_grid(
-        model,
-        [eps],
-        lambdas[:, None],
-        splits,
-        bn_mode=spec["bn_mode"],
-        bn_batches=bn_batches,
-        batch_size=spec["batch_size"],
+    model, meta, vectors, splits, engine = _evaluation(
+        checkpoint, [direction], spec, dataset, device
     )
+    lambdas = lambda_grid(spec["lambda"])
+    result = evaluate_grid(model, vectors, lambdas[:, None], splits, **engine)
+    metrics = {f"{s}/{m}": v for s, by_metric in result.items() for m, v in by_metric.items()}
     with store.create(
         out,
         kind="curve",
@@ -133,6 +163,64 @@ def compute_curve(
         attrs={"num_classes": meta["num_classes"], "run": meta["run"], "epoch": meta["epoch"]},
     ) as w:
         w.scale("lambda", lambdas)
-        for s, metrics in result.items():
-            for metric, values in metrics.items():
-                w.put(f"{s}/{metric}", values, dims=("lambda",))
+        for name, values in metrics.items():
+            w.put(name, values, dims=("lambda",))
+
+
+def compute_surface_shard(
+    checkpoint: str | Path,
+    directions: Sequence[str | Path],
+    out: str | Path,
+    spec: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    scatteritem: str,
+    device: str = "auto",
+) -> None:
+    """Evaluates one shard (``"i-of-n"``) of a 2D surface's flattened ``x`` by ``y`` grid."""
+    model, meta, vectors, splits, engine = _evaluation(
+        checkpoint, directions, spec, dataset, device
+    )
+    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
+    index = shard_indices(len(xs) * len(ys), scatteritem)
+    coords = np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
+    result = evaluate_grid(model, vectors, coords, splits, **engine)
+    inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}
+    attrs = {k: meta[k] for k in ("num_classes", "run", "epoch")}
+    with store.create(out, kind="surface_shard", spec=spec, inputs=inputs, attrs=attrs) as w:
+        w.put("index", index)
+        for s, by_metric in result.items():
+            for m, values in by_metric.items():
+                w.put(f"{s}/{m}", values)
+
+
+def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[str, Any]) -> None:
+    """Gathers shards into one surface with ``x`` and ``y`` scales; a missing point is NaN.
+
+    Raises:
+        ValueError: if a shard was computed for another spec.
+    """
+    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
+    grids: dict[str, np.ndarray] = {}
+    attrs: dict[str, Any] = {}
+    for path in shards:
+        shard = store.open(path)
+        if shard.spec != json.loads(store.canonical_json(spec)):
+            raise ValueError(f"{path}: shard spec differs from the surface's spec")
+        attrs = {k: shard.attrs[k] for k in ("num_classes", "run", "epoch")}
+        attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
+        for name, values in shard.data.items():
+            if name == "index":
+                continue
+            grid = grids.setdefault(name, np.full(len(xs) * len(ys), np.nan))
+            grid[shard["index"]] = values
+    with store.create(
+        out,
+        kind="surface",
+        spec=spec,
+        inputs={f"shard{i}": p for i, p in enumerate(shards)},
+        attrs=attrs,
+    ) as w:
+        w.scale("x", xs)
+        w.scale("y", ys)
+        for name, grid in sorted(grids.items()):
+            w.put(name, grid.reshape(len(xs), len(ys)), dims=("x", "y"))

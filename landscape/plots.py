@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -34,6 +35,26 @@ def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> 
     ax_err.set(xlabel="lambda", ylabel="error", ylim=(-0.02, 1.02))
     ax_loss.legend(frameon=False)
     fig.suptitle(title or Path(curve).stem)
+    with store.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
+    plt.close(fig)
+
+
+def plot_surface(surface: str | Path, out: str | Path, title: str | None = None) -> None:
+    """Filled contours of the loss of a 2D surface (log scale), one panel per split."""
+    art = store.open(surface)
+    x, y = art["x"], art["y"]
+    splits = [s for s in ("train", "test") if f"{s}/loss" in art.data]
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(4.2 * len(splits), 3.6), constrained_layout=True, squeeze=False
+    )
+    for ax, s in zip(axes[0], splits, strict=True):
+        loss = np.log10(np.clip(art[f"{s}/loss"], 1e-12, None))
+        mesh = ax.contourf(x, y, loss.T, levels=30, cmap="viridis")
+        ax.plot(0, 0, "w+", ms=10)
+        ax.set(xlabel="x", ylabel="y", title=f"{s}: log10 loss")
+        fig.colorbar(mesh, ax=ax)
+    fig.suptitle(title or Path(surface).stem)
     with store.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
     plt.close(fig)

@@ -6,11 +6,12 @@ from landscape.config import (
     canonical,
     check_references,
     checkpoint_epochs,
-    curve_epochs,
-    curve_runs,
-    curve_spec,
+    direction_references,
+    evaluation_spec,
     run_spec,
     run_wildcards,
+    selected_epochs,
+    selected_runs,
 )
 
 validate(config, "../schemas/config.schema.yaml")
@@ -21,6 +22,11 @@ HISTORY = "results/{dataset}/{model}/{run}/history.h5"
 DIRECTION = "results/{dataset}/{model}/{run}/directions/epoch{epoch}/{direction}.h5"
 CURVE = "results/{dataset}/{model}/{run}/curves/epoch{epoch}/{curve}.h5"
 CURVE_FIGURE = "results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png"
+SURFACE = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.h5"
+SURFACE_SHARD = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.shards/{scatteritem}.h5"
+SURFACE_FIGURE = (
+    "results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png"
+)
 
 
 wildcard_constraints:
@@ -29,6 +35,7 @@ wildcard_constraints:
     run="|".join(config["runs"]),
     direction="|".join(config["directions"]) or "(?!)",
     curve="|".join(config["curves"]) or "(?!)",
+    surface="|".join(config["surfaces"]) or "(?!)",
     epoch=r"\d+",
 
 
@@ -57,10 +64,33 @@ def get_final_checkpoint(wildcards):
     )
 
 
+def get_direction_references(wildcards):
+    """Other checkpoints a direction is derived from, by role (theta_0, target)."""
+    refs = direction_references(config, wildcards.direction, wildcards.run)
+    return {
+        role: CHECKPOINT.format(**run_wildcards(config, run), epoch=epoch)
+        for role, (run, epoch) in refs.items()
+    }
+
+
+def get_direction_dataset(wildcards):
+    """The dataset block a direction reads (gradients only), else None."""
+    if config["directions"][wildcards.direction]["kind"] != "gradient":
+        return None
+    return config["datasets"][wildcards.dataset]
+
+
 def get_curve_direction(wildcards):
     """The direction file a curve runs along, at the curve's checkpoint."""
     direction = config["curves"][wildcards.curve]["direction"]
     return DIRECTION.format(**{**dict(wildcards.items()), "direction": direction})
+
+
+def get_surface_directions(wildcards):
+    """The x and y direction files of a surface, at the surface's checkpoint."""
+    names = config["surfaces"][wildcards.surface]["directions"]
+    keys = {k: v for k, v in wildcards.items() if k != "scatteritem"}
+    return [DIRECTION.format(**{**keys, "direction": name}) for name in names]
 
 
 def history_targets():
@@ -68,11 +98,12 @@ def history_targets():
     return [HISTORY.format(**run_wildcards(config, run)) for run in config["runs"]]
 
 
-def curve_instances(pattern):
-    """``pattern`` filled for every curve of the config at every selected run and epoch."""
+def instances(family, pattern):
+    """``pattern`` filled for every curve or surface at every selected run and epoch."""
+    key = family[:-1]
     return [
-        pattern.format(**run_wildcards(config, run), epoch=epoch, curve=curve)
-        for curve in config["curves"]
-        for run in curve_runs(config, curve)
-        for epoch in curve_epochs(config, curve, run)
+        pattern.format(**run_wildcards(config, run), epoch=epoch, **{key: name})
+        for name in config[family]
+        for run in selected_runs(config, family, name)
+        for epoch in selected_epochs(config, family, name, run)
     ]

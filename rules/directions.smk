@@ -1,5 +1,6 @@
 rule make_direction:
     input:
+        unpack(get_direction_references),
         checkpoint=rules.train_model.output.checkpoint,
     output:
         direction=DIRECTION,
@@ -13,6 +14,7 @@ rule make_direction:
         runtime=30,
     params:
         spec=lambda w: canonical(config["directions"][w.direction]),
+        dataset=lambda w: canonical(get_direction_dataset(w)),
         device=config["device"],
     script:
         "../scripts/make_direction.py"

@@ -1,8 +1,10 @@
 rule write_catalog:
     input:
         histories=history_targets(),
-        curves=curve_instances(CURVE),
-        figures=curve_instances(CURVE_FIGURE),
+        curves=instances("curves", CURVE),
+        curve_figures=instances("curves", CURVE_FIGURE),
+        surfaces=instances("surfaces", SURFACE),
+        surface_figures=instances("surfaces", SURFACE_FIGURE),
     output:
         csv="results/catalog.csv",
     log:

@@ -16,4 +16,6 @@ if __name__ == "__main__":
         snakemake.output.direction,
         json.loads(snakemake.params.spec),
         device=snakemake.params.device,
+        references={k: v for k, v in snakemake.input.items() if k != "checkpoint"},
+        dataset=json.loads(snakemake.params.dataset),
     )

@@ -1,14 +1,33 @@
-"""Directions: noise distributions and normalizations against their definitions."""
+"""Directions: noise, special, gradient and checkpoint directions, their transforms and
+normalizations, against their definitions and independent references."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from landscape.directions import NOISE, make_direction, noise, normalize, trainable
+from landscape import store
+from landscape.directions import (
+    NOISE,
+    make_direction,
+    needs_data,
+    negative_gradient,
+    noise,
+    normalize,
+    orthogonalize,
+    required_references,
+    sign_consistent,
+    special,
+    towards,
+    trainable,
+    write_direction,
+)
 from landscape.models import build_model
+from landscape.params import group_names
 
 
 @pytest.fixture
@@ -90,3 +109,299 @@ def test_unknown_options_raise(vgg):
         normalize({}, {}, "filters")
     with pytest.raises(ValueError, match="kind"):
         make_direction({"kind": "banana"}, vgg)
+
+
+# --------------------------------------------------------------------------- sign transform
+
+
+def test_sign_consistent_full(vgg):
+    params = trainable(vgg)
+    eps = noise(params, "gaussian", 5)
+    d = sign_consistent(eps, params, ratio=1.0, seed=0)
+    for name, p in params.items():
+        nz = p != 0
+        assert torch.equal(torch.sign(d[name])[nz], torch.sign(p)[nz]), name
+        assert torch.equal(d[name].abs()[nz], eps[name].abs()[nz]), name
+        assert torch.count_nonzero(d[name][~nz]) == 0, name
+
+
+def test_sign_consistent_partial_exact_count():
+    torch.manual_seed(1)
+    theta = {"w": torch.randn(10, 7), "b": torch.randn(13)}
+    # Every element of eps has the sign opposite to theta: each chosen element changes.
+    eps = {n: -torch.sign(t) * (torch.rand(t.shape) + 0.1) for n, t in theta.items()}
+    d = sign_consistent(eps, theta, ratio=0.3, seed=4)
+    for name, e in eps.items():
+        changed = d[name] != e
+        assert int(changed.sum()) == round(0.3 * e.numel()), name  # 21 of 70, 4 of 13
+        assert torch.equal(d[name][~changed], e[~changed])  # the rest bit-identical
+        assert torch.equal(d[name][changed], e[changed].abs() * torch.sign(theta[name])[changed])
+    again = sign_consistent(eps, theta, ratio=0.3, seed=4)
+    assert all(torch.equal(again[n], d[n]) for n in d)
+    other = sign_consistent(eps, theta, ratio=0.3, seed=5)
+    assert not torch.equal(other["w"], d["w"])
+    # Nested choices: what 0.3 changes, 0.6 changes too.
+    more = sign_consistent(eps, theta, ratio=0.6, seed=4)
+    for name, e in eps.items():
+        assert bool(((d[name] != e) <= (more[name] != e)).all())
+    same = sign_consistent(eps, theta, ratio=0.0, seed=4)
+    assert all(torch.equal(same[n], eps[n]) for n in eps)
+    with pytest.raises(ValueError, match="sign_ratio"):
+        sign_consistent(eps, theta, ratio=1.5)
+
+
+# --------------------------------------------------------------------------- special directions
+
+THETA = {
+    "w": torch.tensor([[1.0, -2.0], [3.0, 0.0]]),  # mean 0.5
+    "b": torch.tensor([0.5, -0.5, 2.0]),  # mean 2/3
+}
+
+
+def test_special_directions_by_hand():
+    assert torch.equal(special("theta_f", THETA)["w"], THETA["w"])
+    sign = special("sign_theta_f", THETA)
+    assert sign["w"].tolist() == [[1, -1], [1, 0]]
+    assert sign["b"].tolist() == [1, -1, 1]
+    sign_mu = special("sign_theta_f_mu", THETA)
+    assert sign_mu["w"].tolist() == [[1, -1], [1, -1]]
+    assert sign_mu["b"].tolist() == [-1, -1, 1]
+    theta_0 = {"w": torch.full((2, 2), 0.25), "b": torch.tensor([1.0, 2.0, 3.0]), "extra": 0}
+    init = special("theta_0", THETA, theta_0=theta_0)
+    assert list(init) == ["w", "b"]
+    assert torch.equal(init["w"], theta_0["w"]) and torch.equal(init["b"], theta_0["b"])
+    with pytest.raises(ValueError, match="theta_0"):
+        special("theta_0", THETA)
+    with pytest.raises(ValueError, match="sgp_theta_f_mu"):
+        special("sign", THETA)
+
+
+def test_sgp_gaussian_magnitudes_with_sign_pattern():
+    g = torch.Generator().manual_seed(9)
+    mags = {
+        n: torch.randn(t.shape, generator=g, dtype=torch.float64).abs() for n, t in THETA.items()
+    }
+    sgp = special("sgp_theta_f", THETA, seed=9)
+    sgp_mu = special("sgp_theta_f_mu", THETA, seed=9)
+    assert torch.allclose(sgp["w"].double(), mags["w"] * torch.tensor([[1.0, -1], [1, 0]]))
+    assert torch.allclose(sgp_mu["b"].double(), mags["b"] * torch.tensor([-1.0, -1, 1]))
+    for name, t in THETA.items():
+        assert torch.equal(torch.sign(sgp[name]), torch.sign(t))
+        assert bool((sgp[name].abs()[t != 0] > 0).all())
+    assert not torch.equal(special("sgp_theta_f", THETA, seed=10)["w"], sgp["w"])
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@pytest.fixture
+def mlp64():
+    torch.manual_seed(2)
+    return build_model({"arch": "mlp", "hidden": [12]}, 10, (1, 8, 8)).double()
+
+
+def reference_negative_gradient(model, x, y, train=False):
+    ref = copy.deepcopy(model).train(train)
+    F.cross_entropy(ref(x), y).backward()
+    return {n: -p.grad for n, p in ref.named_parameters()}
+
+
+def test_negative_gradient_equals_autograd(digits, mlp64):
+    x, y = digits.train.x[:65].double(), digits.train.y[:65]
+    ref = reference_negative_gradient(mlp64, x, y)
+    before = {n: p.clone() for n, p in mlp64.named_parameters()}
+    one = negative_gradient(mlp64, [(x, y)])
+    two = negative_gradient(mlp64, [(x[:40], y[:40]), (x[40:], y[40:])])  # unequal sizes
+    for name in ref:
+        assert torch.allclose(one[name], ref[name], rtol=0, atol=1e-6), name
+        assert torch.allclose(two[name], ref[name], rtol=0, atol=1e-6), name
+    for name, p in mlp64.named_parameters():
+        assert p.grad is None and torch.equal(p, before[name])
+    with pytest.raises(ValueError, match="batches"):
+        negative_gradient(mlp64, [])
+
+
+def test_negative_gradient_bn_modes_leave_model_alone(digits):
+    torch.manual_seed(0)
+    model = build_model({"arch": "vgg", "layers": [4, "M", 8]}, 10, (1, 8, 8)).double()
+    with torch.no_grad():
+        model.features[1].running_mean.uniform_(-0.5, 0.5)
+    model.eval()
+    x, y = digits.train.x[:32].double(), digits.train.y[:32]
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    for train in (False, True):
+        got = negative_gradient(model, [(x, y)], train_mode=train)
+        ref = reference_negative_gradient(model, x, y, train=train)
+        for name in ref:
+            assert torch.allclose(got[name], ref[name], rtol=0, atol=1e-6), (train, name)
+    assert not model.training and not any(m.training for m in model.modules())
+    for name, b in model.named_buffers():
+        assert torch.equal(b, buffers[name]), name
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_direction_uses_first_batches(digits, mlp64):
+    model = mlp64.float()
+    spec = {"kind": "gradient", "batches": 2, "batch_size": 100}
+    d = make_direction(spec, model, data=digits)
+    ref = reference_negative_gradient(model, digits.train.x[:200], digits.train.y[:200])
+    for name in ref:
+        assert torch.allclose(d[name], ref[name], rtol=1e-4, atol=1e-6), name
+    assert needs_data(spec) and not needs_data({"kind": "noise"})
+    with pytest.raises(ValueError, match="data"):
+        make_direction(spec, model)
+    with pytest.raises(ValueError, match="batches"):
+        make_direction({**spec, "batches": 0}, model, data=digits)
+
+
+# --------------------------------------------------------------------------- towards, orthogonalize
+
+
+def test_towards(vgg):
+    theta = trainable(vgg)
+    target = {n: torch.randn(p.shape) for n, p in vgg.state_dict().items() if p.is_floating_point()}
+    d = towards(theta, target)
+    assert list(d) == list(theta)
+    for name, p in theta.items():
+        assert torch.equal(d[name], target[name] - p)
+    bad = {**target, "classifier.weight": torch.zeros(3, 3)}
+    with pytest.raises(ValueError, match=r"classifier\.weight"):
+        towards(theta, bad)
+
+
+def test_orthogonalize():
+    torch.manual_seed(7)
+    d1 = {"a": torch.randn(30, 4), "b": torch.randn(9)}
+    d2 = {n: 0.8 * t + 0.3 * torch.randn(t.shape) for n, t in d1.items()}  # far from orthogonal
+    out = orthogonalize(d1, d2)
+    v1 = torch.cat([t.double().flatten() for t in d1.values()])
+    v2 = torch.cat([t.double().flatten() for t in d2.values()])
+    w = torch.cat([out[n].double().flatten() for n in d2])
+    assert abs(float(v1 @ w / (v1.norm() * w.norm()))) < 1e-6
+    assert float(w.norm()) == pytest.approx(float(v2.norm()), rel=1e-6)
+    assert out["a"].dtype == torch.float32 and out["a"].shape == (30, 4)
+    with pytest.raises(ValueError, match="parallel"):
+        orthogonalize(d1, {n: 2 * t for n, t in d1.items()})
+
+
+# --------------------------------------------------------------------------- make_direction
+
+
+def filter_norms_match(d, p):
+    return all(
+        d[f].norm().item() == pytest.approx(p[f].norm().item(), rel=1e-5) for f in range(len(p))
+    )
+
+
+def test_make_direction_group_after_normalization(vgg):
+    params = trainable(vgg)
+    d = make_direction({"normalization": "filter", "group": "CONV", "seed": 1}, vgg)
+    conv = set(group_names(vgg, "CONV"))
+    assert conv == {"features.0.weight", "features.4.weight", "classifier.weight"}
+    for name, p in params.items():
+        if name in conv:
+            assert filter_norms_match(d[name], p), name
+        else:
+            assert torch.count_nonzero(d[name]) == 0, name
+
+
+def test_make_direction_sign_then_normalization_then_scale(vgg):
+    params = trainable(vgg)
+    spec = {"sign": "consistent", "normalization": "filter", "seed": 2}
+    d = make_direction(spec, vgg)
+    doubled = make_direction({**spec, "scale": 2.0}, vgg)
+    for name, p in params.items():
+        if p.dim() > 1:
+            # Filter normalization rescales by positive factors: signs stay those of theta.
+            assert torch.equal(torch.sign(d[name]), torch.sign(p)), name
+            assert filter_norms_match(d[name], p), name
+        assert torch.equal(doubled[name], 2.0 * d[name]), name
+    # BN-only noise, layer-normalized, biases included.
+    bn = make_direction({"group": "BN", "normalization": "layer", "bias_bn": "normalize"}, vgg)
+    for name, p in params.items():
+        if name in group_names(vgg, "BN"):
+            assert bn[name].norm().item() == pytest.approx(p.norm().item(), rel=1e-5, abs=1e-9)
+        else:
+            assert torch.count_nonzero(bn[name]) == 0, name
+
+
+def test_make_direction_references(vgg):
+    params = trainable(vgg)
+    target = {n: p + 0.5 for n, p in params.items()}
+    d = make_direction(
+        {"kind": "checkpoint", "target": {"epoch": 3}}, vgg, references={"target": target}
+    )
+    for name in params:  # raw, biases and BN included: theta + d is the target
+        assert torch.allclose(d[name], torch.full_like(d[name], 0.5)), name
+    init = {n: torch.randn(p.shape) for n, p in params.items()}
+    d0 = make_direction({"kind": "special", "of": "theta_0"}, vgg, references={"theta_0": init})
+    assert all(torch.equal(d0[n], init[n]) for n in params)
+    with pytest.raises(ValueError, match="target"):
+        make_direction({"kind": "checkpoint"}, vgg)
+    with pytest.raises(ValueError, match="theta_0"):
+        make_direction({"kind": "special", "of": "theta_0"}, vgg, references={})
+    sign = make_direction({"kind": "special", "of": "sign_theta_f", "scale": 0.5}, vgg)
+    assert all(torch.equal(sign[n], 0.5 * torch.sign(p)) for n, p in params.items())
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"kind": "special", "of": "theta"}, "sgp_theta_f"),
+        ({"sign": "flip"}, "consistent"),
+        ({"kind": "hessian"}, "checkpoint"),
+        ({"group": "HEAD"}, "LAYER1"),
+    ],
+)
+def test_make_direction_unknown_values_list_valid_ones(vgg, spec, match):
+    with pytest.raises(ValueError, match=match):
+        make_direction(spec, vgg)
+
+
+def test_required_references():
+    assert required_references({"kind": "special", "of": "theta_0"}) == {
+        "theta_0": {"run": None, "epoch": 0}
+    }
+    target = {"run": "other", "epoch": "final"}
+    assert required_references({"kind": "checkpoint", "target": target}) == {"target": target}
+    assert required_references({"kind": "checkpoint"}) == {
+        "target": {"run": None, "epoch": "final"}
+    }
+    assert required_references({"kind": "special", "of": "sign_theta_f"}) == {}
+    assert required_references({"kind": "gradient"}) == {}
+    assert required_references({}) == {}
+
+
+def save_checkpoint(path, model, spec, epoch):
+    meta = {
+        "spec": {"model": spec, "model_name": "tiny"},
+        "num_classes": 10,
+        "input_shape": [1, 8, 8],
+        "run": "r",
+        "epoch": epoch,
+    }
+    torch.save({"model": model.state_dict(), "meta": meta}, path)
+
+
+def test_write_direction_with_references(tmp_path):
+    spec = {"arch": "mlp", "hidden": [6]}
+    torch.manual_seed(0)
+    first = build_model(spec, 10, (1, 8, 8))
+    torch.manual_seed(1)
+    last = build_model(spec, 10, (1, 8, 8))
+    save_checkpoint(tmp_path / "e0.pt", first, spec, 0)
+    save_checkpoint(tmp_path / "e5.pt", last, spec, 5)
+    out = tmp_path / "d.h5"
+    write_direction(
+        tmp_path / "e5.pt",
+        out,
+        {"kind": "checkpoint"},
+        references={"target": tmp_path / "e0.pt"},
+        dataset=None,
+    )
+    art = store.open(out)
+    assert set(art.inputs) == {"checkpoint", "target"}
+    stored = art.tensors("params")
+    for name, p in first.named_parameters():
+        expected = (p - dict(last.named_parameters())[name]).detach().numpy()
+        assert (stored[name] == expected).all(), name

@@ -90,7 +90,11 @@ def test_outputs_and_catalog(workdir):
         ).stat().st_size > 1000
     catalog = store.catalog(results)
     kinds = catalog.groupby("kind").size().to_dict()
-    assert kinds == {"checkpoint": 5, "history": 2, "direction": 2, "curve": 2}
+    assert kinds == {"checkpoint": 5, "history": 2, "direction": 3, "curve": 2, "surface": 1}
+    surface = store.open(results / "digits/vgg_bn/vgg_bn/surfaces/epoch2/plane.h5")
+    assert surface["test/loss"].shape == (3, 2)
+    assert np.isfinite(surface["test/loss"]).all()
+    assert not list(results.rglob("*.shards/*.h5")), "shards are temporary"
     assert (results / "catalog.csv").exists()
 
 
@@ -112,6 +116,10 @@ def test_caching_reruns_only_what_changed(workdir):
             f"digits/{run}/{run}/curves/epoch2/gauss_filnorm.h5",
             f"figures/curves/digits/{run}/{run}/epoch2/gauss_filnorm.png",
         }
+    expected |= {
+        "digits/vgg_bn/vgg_bn/surfaces/epoch2/plane.h5",
+        "figures/surfaces/digits/vgg_bn/vgg_bn/epoch2/plane.png",
+    }
     assert changed(before, snapshot(workdir)) == expected
 
     edit_config(workdir, lambda c: c["runs"]["mlp"]["train"].update(lr=0.05))
