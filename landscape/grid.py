@@ -296,13 +296,14 @@ class GridEvaluator:
         for n, b in self.buffer_refs.items():
             b.copy_(self.buffers[n])
         if self.bn_mode == "recompute":
-            for m in self.bn:
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
-            for x, _ in self.bn_batches:
-                self.work(x)
-            self.work.eval()
+            try:
+                for b, (x, _) in enumerate(self.bn_batches):
+                    for m in self.bn:  # cumulative average as in the batched strategy
+                        m.train()
+                        m.momentum = 1.0 / (b + 1)
+                    self.work(x)  # eager: a compiled graph would be rebuilt per momentum
+            finally:
+                self.work.eval()
         return {
             s: _metrics(lambda x: self._forward_eval(x).unsqueeze(0), split, self.batch_size)
             for s, split in splits.items()
