@@ -9,6 +9,9 @@
 #       (from temporary shards .../{surface}.shards/{i}-of-{n}.h5 of compute_surface_shard)
 #   results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png  plot_curve
 #   results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png  plot_surface
+#   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/{spectrum,density,trace}.h5
+#                                          compute_spectrum, compute_density, compute_trace
+#   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png  plot_density
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 
@@ -31,6 +34,7 @@ scattergather:
 include: "rules/train.smk"
 include: "rules/directions.smk"
 include: "rules/landscape.smk"
+include: "rules/hessian.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
 

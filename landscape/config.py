@@ -8,7 +8,9 @@ exist. It imports neither torch nor h5py, so building the DAG stays fast.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -65,6 +67,114 @@ def check_references(config: Mapping[str, Any]) -> None:
     for family, keys in (("curves", ("direction",)), ("surfaces", ("directions",))):
         for name, block in config.get(family, {}).items():
             _check_block(config, family, name, block, keys)
+    _check_hessian(config)
+
+
+def _check_hessian(config: Mapping[str, Any]) -> None:
+    block = config.get("hessian", {})
+    spectrum = block.get("spectrum", {})
+    k, families = spectrum.get("k", 5), spectrum.get("which", ["LA", "SA"])
+    for name, direction in config.get("directions", {}).items():
+        if direction.get("kind") != "eigenvector":
+            continue
+        which, index = direction.get("which", "LA"), direction.get("index", 1)
+        if which not in families:
+            raise ConfigError(
+                f"directions.{name}.which: '{which}' is not in hessian.spectrum.which {families}"
+            )
+        if index > k:
+            raise ConfigError(f"directions.{name}.index: {index} exceeds hessian.spectrum.k = {k}")
+    if "runs" in block:
+        _check_selection(config, "hessian", block)
+
+
+def check_files(config: Mapping[str, Any]) -> None:
+    """Checks that the local files the runs read exist: dataset roots and model weights.
+
+    Only blocks some run uses are checked, so that a config may carry unused paper-scale blocks.
+    Nothing is ever downloaded, so a missing folder is a config error, found before any job.
+
+    Raises:
+        ConfigError: naming the key, e.g. ``datasets.c10.root: directory '/x' does not exist``.
+    """
+    used = {
+        (section, run[section])
+        for run in config["runs"].values()
+        for section in ("dataset", "model")
+    }
+    for section, name in sorted(used):
+        block = config[f"{section}s"][name]
+        if section == "dataset" and block["source"] != "digits":
+            root = block.get("root")
+            if not root:
+                raise ConfigError(
+                    f"datasets.{name}.root: required for source '{block['source']}' "
+                    "(a local folder; nothing is downloaded)"
+                )
+            if not Path(root).expanduser().is_dir():
+                raise ConfigError(
+                    f"datasets.{name}.root: directory '{root}' does not exist "
+                    f"(source '{block['source']}' reads local files; nothing is downloaded)"
+                )
+        weights = block.get("weights") if section == "model" else None
+        if weights and not Path(weights).expanduser().is_file():
+            raise ConfigError(f"models.{name}.weights: file '{weights}' does not exist")
+
+
+def schema_error(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
+    """The most relevant violation of the JSON schema as one line naming its key path.
+
+    Snakemake's ``validate`` reports a violation with a dump of the schema; this gives the
+    message the workflow shows instead.
+
+    Args:
+        config: the config (defaults may be filled in or not).
+        schema: the parsed ``schemas/config.schema.yaml``.
+
+    Returns:
+        e.g. ``runs.mlp.train.epochs: -1 is less than the minimum of 0``, or None if valid.
+
+    >>> schema = {"type": "object", "additionalProperties": False,
+    ...           "properties": {"n": {"type": "integer", "minimum": 1}}}
+    >>> schema_error({"n": 0}, schema), schema_error({"m": 1}, schema)
+    ('n: 0 is less than the minimum of 1', 'm: unknown key (known: n)')
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match, relevance
+
+    def key(error):  # an unevaluated property is mostly the echo of another failure
+        return (error.validator != "unevaluatedProperties", *relevance(error))
+
+    error = best_match(Draft202012Validator(schema).iter_errors(config), key=key)
+    if error is None:
+        return None
+    path = _key_path(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        names = re.findall(r"'([^']*)'", error.message.partition("(")[2])
+        unknown = ", ".join(_key_path([*error.absolute_path, n]) for n in names)
+        known = sorted(error.schema.get("properties", {}))
+        hint = f" (known: {', '.join(known)})" if error.validator == "additionalProperties" else ""
+        return f"{unknown}: unknown key{hint}"
+    if "propertyNames" in error.relative_schema_path:
+        rule = error.schema.get("description", f"must match {error.schema.get('pattern')}")
+        return f"{path}: name {error.instance!r} is not allowed ({rule})"
+    parent = error.parent
+    if parent is not None and parent.validator in ("oneOf", "anyOf"):
+        what, outer = "", parent
+        while outer is not None and not what:  # the nearest alternative with a description
+            what = outer.schema.get("description", "") if isinstance(outer.schema, dict) else ""
+            outer = outer.parent
+        what = f" ({what})" if what else ""
+        return f"{_key_path(parent.absolute_path)}: {parent.instance!r} is not valid{what}"
+    return f"{path}: {error.message}"
+
+
+def _key_path(parts) -> str:
+    """``runs.mlp.train.epochs``, list indices as ``[i]``; ``<config>`` for the root."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<config>"
 
 
 def _check_target(config: Mapping[str, Any], key: str, target: Mapping[str, Any]) -> None:
@@ -86,11 +196,16 @@ def _check_block(config, family: str, name: str, block: Mapping, keys: Sequence[
                 raise ConfigError(f"{key}.{k}: '{ref}' is not a key of directions")
     for axis in ("lambda", "x", "y"):
         grid = block.get(axis)
-        if grid and grid["min"] > grid["max"]:
+        if grid and (grid["min"] > grid["max"] or (grid["min"] == grid["max"] and grid["num"] > 1)):
             raise ConfigError(
-                f"{key}.{axis}: min ({grid['min']}) is larger than max ({grid['max']})"
+                f"{key}.{axis}: min ({grid['min']}) must be less than max ({grid['max']})"
             )
-    for run in selected_runs(config, family, name):
+    _check_selection(config, key, block)
+
+
+def _check_selection(config: Mapping[str, Any], key: str, block: Mapping[str, Any]) -> None:
+    """The runs and epochs that a block selects exist."""
+    for run in block_runs(config, block):
         if run not in config["runs"]:
             raise ConfigError(f"{key}.runs: '{run}' is not a key of runs")
         if block["epochs"] != "final":
@@ -103,16 +218,39 @@ def _check_block(config, family: str, name: str, block: Mapping, keys: Sequence[
                 )
 
 
+def block_runs(config: Mapping[str, Any], block: Mapping[str, Any]) -> list[str]:
+    """The runs a block with a ``runs`` selection ("all" or a list) is evaluated on."""
+    runs = block["runs"]
+    return list(config["runs"]) if runs == "all" else list(runs)
+
+
+def block_epochs(config: Mapping[str, Any], block: Mapping[str, Any], run: str) -> list[int]:
+    """The checkpoint epochs of ``run`` that a block's ``epochs`` selection names."""
+    epochs = block["epochs"]
+    return [final_epoch(config, run)] if epochs == "final" else sorted(epochs)
+
+
 def selected_runs(config: Mapping[str, Any], family: str, name: str) -> list[str]:
     """The runs a curve or surface is evaluated on."""
-    runs = config[family][name]["runs"]
-    return list(config["runs"]) if runs == "all" else list(runs)
+    return block_runs(config, config[family][name])
 
 
 def selected_epochs(config: Mapping[str, Any], family: str, name: str, run: str) -> list[int]:
     """The checkpoint epochs of ``run`` a curve or surface is evaluated at."""
-    epochs = config[family][name]["epochs"]
-    return [final_epoch(config, run)] if epochs == "final" else sorted(epochs)
+    return block_epochs(config, config[family][name], run)
+
+
+def hessian_spec(config: Mapping[str, Any], part: str) -> dict[str, Any]:
+    """What one curvature artifact (``spectrum``, ``density`` or ``trace``) depends on.
+
+    >>> hessian_spec({"hessian": {"samples": 8, "runs": "all", "trace": {"matvecs": 9},
+    ...     "density": {"steps": 3}}}, "trace")
+    {'samples': 8, 'trace': {'matvecs': 9}}
+    """
+    block = config["hessian"]
+    parts = ("spectrum", "density", "trace")
+    spec = {k: v for k, v in block.items() if k not in ("runs", "epochs", *parts)}
+    return {**spec, part: block.get(part, {})}
 
 
 def direction_references(

@@ -15,6 +15,9 @@ Base vectors (``kind``):
 - ``gradient``: the negative gradient of the mean training loss over the first fixed batches
   (V4); see :func:`negative_gradient`.
 - ``checkpoint``: ``theta_target - theta`` towards another checkpoint (V4, V7); see :func:`towards`.
+- ``eigenvector``: a unit Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
+  paper's P.E.; ``SA`` most negative, N.E.; ``index`` from 1), read from the spectrum file that
+  :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`.
 
 Sign transform (``sign: consistent``, A1/A2): ``eps <- |eps| * sign(theta)`` on a seeded random
 fraction ``sign_ratio`` of the elements; see :func:`sign_consistent`.
@@ -82,7 +85,7 @@ NOISE: dict[str, Callable[[tuple[int, ...], torch.Generator], Tensor]] = {
 }
 NORMALIZATIONS = ("raw", "norm", "layer", "filter")
 BIAS_BN = ("zero", "normalize", "raw")
-KINDS = ("noise", "special", "gradient", "checkpoint")
+KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector")
 SPECIALS = (
     "theta_0",
     "theta_f",
@@ -374,6 +377,43 @@ def orthogonalize(d1: Mapping[str, Tensor], d2: Mapping[str, Tensor]) -> Directi
     return out
 
 
+def eigenvector(
+    params: Mapping[str, Tensor], spectrum: str | Path, which: str, index: int
+) -> Direction:
+    """The ``index``-th (from 1) eigenvector of family ``which`` in a spectrum file.
+
+    Args:
+        params: The parameters the spectrum was computed at (names, order, dtype, device).
+        spectrum: HDF5 with ``{which}/eigenvectors`` (``k x n``) and a ``names`` attribute.
+        which: ``LA`` or ``SA``.
+        index: 1-based rank.
+
+    Raises:
+        ValueError: naming the file, if it lacks ``which``, holds fewer than ``index`` vectors,
+            or was computed for other parameters.
+    """
+    art = store.open(spectrum)
+    key = f"{which}/eigenvectors"
+    if key not in art:
+        raise ValueError(
+            f"{spectrum}: no {which!r} eigenvectors (add {which} to hessian.spectrum.which)"
+        )
+    vectors = art[key]
+    if not 1 <= index <= len(vectors):
+        raise ValueError(
+            f"{spectrum}: eigenvector {which} {index} asked for, the file holds {len(vectors)} "
+            "(raise hessian.spectrum.k)"
+        )
+    if list(params) != list(art.attrs["names"]):
+        raise ValueError(f"{spectrum}: computed for other parameters than the checkpoint's")
+    out, start = {}, 0
+    for name, p in params.items():
+        chunk = vectors[index - 1, start : start + p.numel()]
+        out[name] = torch.as_tensor(chunk, dtype=p.dtype, device=p.device).view(p.shape)
+        start += p.numel()
+    return out
+
+
 def required_references(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Other checkpoints a direction spec is derived from, by role.
 
@@ -440,7 +480,8 @@ def make_direction(
       ``gradient`` (``batches``: the first fixed, unshuffled training batches, an integer >= 1
       or ``"all"``, default 1; ``batch_size`` default 128; eval-mode loss) or ``checkpoint``
       (``target - theta``; ``target`` names the checkpoint for the workflow, the library uses
-      ``references["target"]``).
+      ``references["target"]``) or ``eigenvector`` (``references["eigenvector"]``, see
+      :func:`eigenvector`).
     - ``sign``: ``none`` (default) or ``consistent`` with ``sign_ratio`` (default 1.0) and the
       spec's ``seed``: :func:`sign_consistent` against the model's parameters.
     - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``raw`` otherwise.
@@ -471,6 +512,8 @@ def make_direction(
         eps = special(of, params, theta_0=theta_0, seed=seed)
     elif kind == "gradient":
         eps = negative_gradient(model, _gradient_batches(spec, data))
+    elif kind == "eigenvector":
+        eps = dict(_reference(references, "eigenvector", "kind 'eigenvector'"))
     else:
         eps = towards(params, _reference(references, "target", "kind 'checkpoint'"))
     if _choice(spec, "sign", SIGNS, "none") == "consistent":
@@ -497,6 +540,7 @@ def write_direction(
     *,
     references: Mapping[str, str | Path] | None = None,
     dataset: Mapping[str, Any] | None = None,
+    spectrum: str | Path | None = None,
 ) -> None:
     """Derives one direction from a checkpoint and writes it as HDF5, one dataset per parameter.
 
@@ -508,6 +552,7 @@ def write_direction(
         references: Role (``theta_0``, ``target``) -> checkpoint path, see
             :func:`required_references`; recorded as inputs of the artifact.
         dataset: The dataset config block, read only when the spec needs data (``gradient``).
+        spectrum: The checkpoint's spectrum file (``kind: eigenvector``).
     """
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
@@ -517,6 +562,10 @@ def write_direction(
         role: _aligned(store.read_checkpoint(p)["model"], params, f"references[{role!r}] ({p})")
         for role, p in paths.items()
     }
+    if spectrum is not None:
+        which, index = spec.get("which", "LA"), spec.get("index", 1)
+        refs["eigenvector"] = eigenvector(params, spectrum, which, index)
+        paths["spectrum"] = spectrum
     data = load_data(dataset, dev) if dataset is not None and needs_data(spec) else None
     direction = make_direction(spec, model, references=refs, data=data)
     norms = {"direction_norm": global_norm(direction), "theta_norm": global_norm(params)}

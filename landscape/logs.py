@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,3 +34,8 @@ def configure(log_file: str | Path | None, threads: int | None = None) -> None:
     sys.excepthook = log_uncaught
     if threads:
         torch.set_num_threads(threads)
+    locking = os.environ.get("HDF5_USE_FILE_LOCKING")  # set by the config's hdf5_file_locking
+    logging.getLogger("landscape").info(
+        "HDF5 file locking: %s",
+        f"HDF5_USE_FILE_LOCKING={locking}" if locking else "HDF5 default (on)",
+    )

@@ -16,6 +16,13 @@ from landscape import store
 SPLIT_STYLE = {"train": "-", "test": "--"}
 
 
+def _save(fig: plt.Figure, out: str | Path) -> None:
+    """Writes a figure atomically in the format of its suffix, then closes it."""
+    with store.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
+    plt.close(fig)
+
+
 def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> None:
     """Loss (left) and error (right) of a 1D curve against lambda, train and test.
 
@@ -35,9 +42,7 @@ def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> 
     ax_err.set(xlabel="lambda", ylabel="error", ylim=(-0.02, 1.02))
     ax_loss.legend(frameon=False)
     fig.suptitle(title or Path(curve).stem)
-    with store.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_surface(surface: str | Path, out: str | Path, title: str | None = None) -> None:
@@ -55,6 +60,30 @@ def plot_surface(surface: str | Path, out: str | Path, title: str | None = None)
         ax.set(xlabel="x", ylabel="y", title=f"{s}: log10 loss")
         fig.colorbar(mesh, ax=ax)
     fig.suptitle(title or Path(surface).stem)
-    with store.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    _save(fig, out)
+
+
+def plot_density(
+    density: str | Path,
+    out: str | Path,
+    spectrum: str | Path | None = None,
+    trace: str | Path | None = None,
+    title: str | None = None,
+) -> None:
+    """Hessian eigenvalue density on a log scale, extreme eigenvalues as vertical lines (V13)."""
+    art = store.open(density)
+    fig, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
+    ax.semilogy(art["eigenvalue"], np.clip(art["density"], 1e-12, None), "k-", lw=1)
+    if spectrum is not None:
+        spec = store.open(spectrum)
+        for which, color in (("LA", "tab:red"), ("SA", "tab:blue")):
+            if f"{which}/eigenvalues" in spec:
+                for value in spec[f"{which}/eigenvalues"]:
+                    ax.axvline(value, color=color, lw=0.8, alpha=0.7)
+    ax.set(xlabel="eigenvalue", ylabel="density (log)")
+    heading = title or Path(density).stem
+    if trace is not None:
+        tr = store.open(trace)
+        heading += f"\ntr(H) = {tr.attrs['trace']:.4g} ± {tr.attrs['stderr']:.2g}"
+    ax.set_title(heading, fontsize=9)
+    _save(fig, out)

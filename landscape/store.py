@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import glob
 import hashlib
 import json
 import math
 import os
+import pickle
 import platform
 import re
 import secrets
@@ -196,7 +198,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     rename is atomic and the suffix still tells savers the format). Parent directories are
     created. On success the file is fsynced and ``os.replace``-d onto ``path``; on an exception
     the temporary file is removed, the exception re-raised and an existing ``path`` is left
-    untouched.
+    untouched. A writer killed with SIGKILL cannot remove its temporary file, so a successful
+    write also removes temporaries of ``path`` left by processes no longer alive on this host.
 
     Args:
         path: the final file name.
@@ -220,9 +223,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
         with contextlib.suppress(OSError):  # make the rename itself durable, where supported
             _fsync(final.parent)
+        _remove_stale_temporaries(final)
     finally:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             tmp.unlink()
+
+
+def _remove_stale_temporaries(final: Path) -> None:
+    """Removes ``.{name}.tmp-{pid}-...`` siblings of ``final`` whose writer process is gone."""
+    pattern = re.compile(re.escape(f".{final.name}{_TMP_MARK}") + r"(\d+)-")
+    for sibling in final.parent.glob(f".{glob.escape(final.name)}{_TMP_MARK}*"):
+        match = pattern.match(sibling.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            sibling.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- HDF5 writer
@@ -599,8 +626,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, zipfile/EOF/RuntimeError vary by torch version
-        raise ArtifactError(f"{path}: not a readable checkpoint ({exc})") from exc
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise ArtifactError(
+            f"{path}: refused to load a checkpoint holding objects other than tensors and plain "
+            f"containers{what}; checkpoints are read with torch.load(weights_only=True), "
+            "which never runs code stored in the file"
+        ) from exc
+    except Exception as exc:  # zipfile/EOF/OSError/RuntimeError vary by torch version
+        raise ArtifactError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({exc})"
+        ) from exc
     if not isinstance(state, dict):
         raise ArtifactError(f"{path}: checkpoint holds a {type(state).__name__}, not a dict")
     return state

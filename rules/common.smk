@@ -1,21 +1,46 @@
 # Config validation (before any job starts), output paths, wildcard constraints, input functions.
 
+import os
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from landscape.config import (
+    ConfigError,
+    block_epochs,
+    block_runs,
     canonical,
+    check_files,
     check_references,
     checkpoint_epochs,
     direction_references,
     evaluation_spec,
+    hessian_spec,
     run_spec,
     run_wildcards,
     selected_epochs,
+    schema_error,
     selected_runs,
 )
 
-validate(config, "../schemas/config.schema.yaml")
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError:
+    # Snakemake's message dumps the schema; name the offending key in one line instead.
+    schema = yaml.safe_load(
+        Path(workflow.basedir, "schemas/config.schema.yaml").read_text()
+    )
+    raise ConfigError(
+        schema_error(config, schema) or "config does not match its schema"
+    ) from None
 check_references(config)
+check_files(config)
+if not config["hdf5_file_locking"]:
+    # Jobs inherit the environment (also on a cluster, where each job parses this file again);
+    # a rule param would make Snakemake rerun every job when the setting changes.
+    os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
 
 CHECKPOINT = "results/{dataset}/{model}/{run}/checkpoints/epoch{epoch}.pt"
 HISTORY = "results/{dataset}/{model}/{run}/history.h5"
@@ -24,6 +49,12 @@ CURVE = "results/{dataset}/{model}/{run}/curves/epoch{epoch}/{curve}.h5"
 CURVE_FIGURE = "results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png"
 SURFACE = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.h5"
 SURFACE_SHARD = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.shards/{scatteritem}.h5"
+SPECTRUM = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/spectrum.h5"
+DENSITY = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/density.h5"
+TRACE = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/trace.h5"
+DENSITY_FIGURE = (
+    "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png"
+)
 SURFACE_FIGURE = (
     "results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png"
 )
@@ -73,6 +104,13 @@ def get_direction_references(wildcards):
     }
 
 
+def get_direction_spectrum(wildcards):
+    """The checkpoint's spectrum file for an eigenvector direction, else nothing."""
+    if config["directions"][wildcards.direction]["kind"] != "eigenvector":
+        return {}
+    return {"spectrum": SPECTRUM.format(**wildcards)}
+
+
 def get_direction_dataset(wildcards):
     """The dataset block a direction reads (gradients only), else None."""
     if config["directions"][wildcards.direction]["kind"] != "gradient":
@@ -106,4 +144,15 @@ def instances(family, pattern):
         for name in config[family]
         for run in selected_runs(config, family, name)
         for epoch in selected_epochs(config, family, name, run)
+    ]
+
+
+def hessian_targets():
+    """Spectrum, density, trace and density figure at every run and epoch ``hessian`` selects."""
+    block = config["hessian"]
+    return [
+        pattern.format(**run_wildcards(config, run), epoch=epoch)
+        for pattern in (SPECTRUM, DENSITY, TRACE, DENSITY_FIGURE)
+        for run in block_runs(config, block)
+        for epoch in block_epochs(config, block, run)
     ]

@@ -1,6 +1,7 @@
 rule make_direction:
     input:
         unpack(get_direction_references),
+        unpack(get_direction_spectrum),
         checkpoint=rules.train_model.output.checkpoint,
     output:
         direction=DIRECTION,

@@ -5,6 +5,7 @@ rule write_catalog:
         curve_figures=instances("curves", CURVE_FIGURE),
         surfaces=instances("surfaces", SURFACE),
         surface_figures=instances("surfaces", SURFACE_FIGURE),
+        hessian=hessian_targets(),
     output:
         csv="results/catalog.csv",
     log:

@@ -16,6 +16,9 @@ if __name__ == "__main__":
         snakemake.output.direction,
         json.loads(snakemake.params.spec),
         device=snakemake.params.device,
-        references={k: v for k, v in snakemake.input.items() if k != "checkpoint"},
+        references={
+            k: v for k, v in snakemake.input.items() if k not in ("checkpoint", "spectrum")
+        },
         dataset=json.loads(snakemake.params.dataset),
+        spectrum=snakemake.input.get("spectrum"),
     )

@@ -1,0 +1,433 @@
+"""Tests of landscape.mining against closed forms on quadratic losses (float64).
+
+The quadratic model's loss is, per sample, ``0.5 (w + x)^T A (w + x) + c^T (w + x)`` with ``w`` the
+concatenation of two parameters: its Hessian is ``A`` exactly, its gradient
+``A (w + mean x) + c``, and every reference below is written out with numpy from ``A``, ``c`` and
+the data, not through the library. A linear model with MSE loss gives a second quadratic whose
+Hessian trace is known in closed form.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.directions import negative_gradient, towards, trainable
+from landscape.mining import (
+    cosine_similarity,
+    cosine_table,
+    descent_angles,
+    loss_change_samples,
+    mine_vvv,
+    mine_wpeak,
+    soa_curve,
+)
+from landscape.models import build_model
+
+F64 = torch.float64
+N = 12  # dimension of the quadratic problems
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class Quadratic(nn.Module):
+    """Outputs ``w + x`` with ``w = cat(w1, w2)``; the loss below makes it a quadratic."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(w[:5].clone())
+        self.w2 = nn.Parameter(w[5:].clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.w1, self.w2]) + x
+
+
+def quadratic_loss(A: torch.Tensor, c: torch.Tensor):
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (0.5 * ((out @ A) * out).sum(-1) + out @ c).mean()
+
+    return loss
+
+
+def make_problem(eigenvalues, *, batch_sizes=(7, 9, 4, 12), noise=0.3, seed=0):
+    """A quadratic problem: ``(model, batches, loss, A, c, X)`` with ``X`` all inputs stacked."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    A = q @ np.diag(np.asarray(eigenvalues, dtype=float)) @ q.T
+    A = 0.5 * (A + A.T)
+    c = rng.standard_normal(N)
+    theta = rng.standard_normal(N)
+    batches = []
+    for size in batch_sizes:
+        x = torch.as_tensor(noise * rng.standard_normal((size, N)))
+        batches.append((x, torch.zeros(size, dtype=torch.long)))
+    model = Quadratic(torch.as_tensor(theta))
+    loss = quadratic_loss(torch.as_tensor(A), torch.as_tensor(c))
+    X = np.concatenate([b[0].numpy() for b in batches])
+    return model, batches, loss, A, c, X
+
+
+def ref_loss(w: np.ndarray, A: np.ndarray, c: np.ndarray, X: np.ndarray) -> float:
+    """Mean over all samples of ``0.5 (w + x)^T A (w + x) + c^T (w + x)``."""
+    z = w[None, :] + X
+    return float(np.mean(0.5 * np.einsum("ij,jk,ik->i", z, A, z) + z @ c))
+
+
+def flat(d) -> np.ndarray:
+    return torch.cat([t.detach().reshape(-1) for t in d.values()]).double().numpy()
+
+
+def as_direction(v: np.ndarray) -> dict[str, torch.Tensor]:
+    t = torch.as_tensor(v, dtype=F64)
+    return {"w1": t[:5].clone(), "w2": t[5:].clone()}
+
+
+def snapshot(model: nn.Module):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {m: m.training for m in model.modules()},
+        [p.grad for p in model.parameters()],
+        [p.requires_grad for p in model.parameters()],
+    )
+
+
+def assert_unchanged(model: nn.Module, snap) -> None:
+    state, flags, grads, req = snapshot(model)
+    for k, v in snap[0].items():
+        assert v.dtype == state[k].dtype and torch.equal(v, state[k]), f"{k} changed"
+    assert flags == snap[1], "training flags changed"
+    assert all(g is None for g in grads) and all(g is None for g in snap[2]), ".grad was set"
+    assert req == snap[3]
+
+
+def report(name: str, got: np.ndarray, want: np.ndarray, atol: float) -> str:
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    diff = np.abs(got - want)
+    i = int(np.argmax(diff))
+    return (
+        f"{name}: max |diff| {diff.max():.3g} > atol {atol:g} at flat index {i} "
+        f"(got {got.reshape(-1)[i]!r}, want {want.reshape(-1)[i]!r})"
+    )
+
+
+def assert_close(name: str, got, want, atol: float) -> None:
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+    assert np.all(np.abs(got - want) <= atol), report(name, got, want, atol)
+
+
+@pytest.fixture(scope="module")
+def digits_batches(digits):
+    x, y = digits.train.x[:96], digits.train.y[:96]
+    return [(x[:40], y[:40]), (x[40:72], y[40:72]), (x[72:], y[72:])]
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    torch.manual_seed(1)
+    return build_model({"arch": "mlp", "hidden": [8]}, 10, (1, 8, 8))
+
+
+# --------------------------------------------------------------------------- s.o.a. (V14)
+
+
+def test_soa_curve_is_exact_on_a_quadratic():
+    model, batches, loss, A, c, X = make_problem(
+        [3, 2, 1.5, 1, 0.7, 0.5, 0.3, 0.1, -0.2, -0.5, -1, 2.5]
+    )
+    theta = flat(trainable(model))
+    eps = np.random.default_rng(5).standard_normal(N)
+    lambdas = np.linspace(-1, 0, 11)
+    out = soa_curve(model, batches, as_direction(eps), loss=loss, dtype=F64, local_loss=True)
+    assert_close("lambdas", out["lambdas"], lambdas, 0)
+    xbar = X.mean(axis=0)
+    want_loss = [ref_loss(theta + lam * eps, A, c, X) for lam in lambdas]
+    want_slope = [eps @ (A @ (theta + lam * eps + xbar) + c) for lam in lambdas]
+    assert_close("loss", out["loss"], want_loss, 1e-12)
+    assert_close("slope", out["slope"], want_slope, 1e-11)
+    assert_close("curvature", out["curvature"], np.full(11, eps @ A @ eps), 1e-11)
+    assert out["quadratic"].shape == out["x"].shape == (11, 11)
+    assert_close("offsets", out["offsets"], np.linspace(-0.05, 0.05, 11), 1e-15)
+    want_local = [[ref_loss(theta + x * eps, A, c, X) for x in row] for row in out["x"]]
+    # the s.o.a. of a quadratic is the loss itself
+    assert_close("quadratic vs closed form", out["quadratic"], want_local, 1e-10)
+    assert_close("quadratic vs local_loss", out["quadratic"], out["local_loss"], 1e-10)
+
+
+def test_soa_curve_is_second_order_on_an_mlp(mlp, digits_batches):
+    eps = {n: 0.05 * torch.randn_like(p) for n, p in trainable(mlp).items()}
+    errors = []
+    for h in (0.02, 0.01):
+        out = soa_curve(
+            mlp,
+            digits_batches,
+            eps,
+            [-0.5, 0.0],
+            half_width=h,
+            num_local=3,
+            local_loss=True,
+            dtype=F64,
+        )
+        errors.append(np.abs(out["quadratic"] - out["local_loss"])[:, [0, 2]].max())
+        assert np.all(out["quadratic"][:, 1] == out["loss"])
+    # the remainder of a second-order expansion is O(h^3): halving h divides it by about 8
+    assert 5 < errors[0] / errors[1] < 12, errors
+
+
+# --------------------------------------------------------------------------- Algorithm 1
+
+
+def test_mine_wpeak_finds_the_negative_curvature_direction():
+    eigs = [3, 2.5, 2, 1.5, 1.2, 1, 0.8, 0.6, 0.5, 0.4, -0.1, -1.0]
+    model, batches, loss, A, c, X = make_problem(eigs)
+    snap = snapshot(model)
+    eps = mine_wpeak(model, batches, epochs=10, steps_per_epoch=60, lr=0.1, seed=3, loss=loss)
+    assert_unchanged(model, snap)
+    assert list(eps) == ["w1", "w2"] and eps["w1"].dtype == F64
+    values, vectors = np.linalg.eigh(A)
+    e = flat(eps)
+    cos = abs(e @ vectors[:, 0]) / np.linalg.norm(e)
+    assert values[0] == pytest.approx(-1.0)
+    assert cos > 0.99, cos
+    # and the curve is a w-peak: the loss falls on both sides of theta
+    theta = flat(trainable(model))
+    base = ref_loss(theta, A, c, X)
+    assert ref_loss(theta + e, A, c, X) < base and ref_loss(theta - e, A, c, X) < base
+
+
+def test_mine_wpeak_on_a_convex_quadratic_shrinks_to_zero():
+    # no negative curvature: E[eps] contracts, only the zero-mean gradient noise is left
+    model, batches, loss, A, c, X = make_problem(np.linspace(0.5, 3, N))
+    eps = mine_wpeak(model, batches, epochs=5, steps_per_epoch=40, lr=0.05, seed=0, loss=loss)
+    g = np.linalg.norm(A @ (flat(trainable(model)) + X.mean(0)) + c)
+    assert np.linalg.norm(flat(eps)) < 0.5 * g
+
+
+def test_mine_wpeak_stays_at_zero_without_gradients():
+    model, _, loss, A, c, _ = make_problem(np.linspace(0.5, 3, N))
+    theta = -np.linalg.solve(A, c)  # the exact critical point of the full-batch loss
+    model = Quadratic(torch.as_tensor(theta))
+    batches = [(torch.zeros(4, N, dtype=F64), torch.zeros(4, dtype=torch.long))]
+    with pytest.warns(RuntimeWarning, match="zero"):
+        eps = mine_wpeak(model, batches, epochs=2, lr=0.1, loss=loss)
+    assert np.abs(flat(eps)).max() < 1e-12
+
+
+# --------------------------------------------------------------------------- Algorithm 2
+
+
+def vvv_fixed_point(A, c, theta, gamma, alpha):
+    """Minimizer of L(phi) + gamma E L((1 - lam) theta + lam phi), lam ~ U[.5-a, .5+a]."""
+    m2 = 0.25 + alpha**2 / 3
+    rhs = -(1 + gamma / 2) * c - gamma * (0.5 - m2) * (A @ theta)
+    return np.linalg.solve((1 + gamma * m2) * A, rhs)
+
+
+def test_mine_vvv_converges_to_the_closed_form_minimizer():
+    model, _, loss, A, c, _ = make_problem(np.linspace(0.5, 3, N))
+    batches = [(torch.zeros(5, N, dtype=F64), torch.zeros(5, dtype=torch.long))]
+    theta = flat(trainable(model))
+    snap = snapshot(model)
+    kw = {"epochs": 4, "steps_per_epoch": 100, "loss": loss}
+    eps = mine_vvv(model, batches, alpha=0.0, gamma=0.5, lr=0.2, **kw)
+    assert_unchanged(model, snap)
+    want = vvv_fixed_point(A, c, theta, 0.5, 0.0) - theta
+    assert_close("eps", flat(eps), want, 1e-9 * np.linalg.norm(want))
+    # with alpha > 0 lambda is random: SGD hovers around the minimizer for E[lam^2] = 1/4 + a^2/3
+    eps = mine_vvv(model, batches, alpha=0.3, gamma=0.9, lr=0.02, **kw)
+    want = vvv_fixed_point(A, c, theta, 0.9, 0.3) - theta
+    other = vvv_fixed_point(A, c, theta, 0.9, 0.0) - theta
+    err = np.linalg.norm(flat(eps) - want)
+    assert err < 0.02 * np.linalg.norm(want), err
+    assert err < 0.5 * np.linalg.norm(want - other)  # the alpha term is seen
+
+
+def test_mine_vvv_midpoint_is_lower_than_along_a_random_direction():
+    model, batches, loss, A, c, X = make_problem(np.linspace(0.5, 3, N))
+    theta = flat(trainable(model))
+    e = flat(mine_vvv(model, batches, alpha=0.1, gamma=0.5, epochs=5, lr=0.05, seed=1, loss=loss))
+    r = np.random.default_rng(0).standard_normal(N)
+    r *= np.linalg.norm(e) / np.linalg.norm(r)
+    base = ref_loss(theta, A, c, X)
+    assert ref_loss(theta + e, A, c, X) < base  # phi has a lower loss than theta
+    assert ref_loss(theta + 0.5 * e, A, c, X) < ref_loss(theta + 0.5 * r, A, c, X)
+    assert ref_loss(theta + 0.5 * e, A, c, X) < base
+
+
+# --------------------------------------------------------------------------- angles (V5)
+
+
+def test_descent_angles(mlp, digits_batches):
+    params = trainable(mlp)
+    n = sum(p.numel() for p in params.values())
+    g0 = negative_gradient(mlp, [digits_batches[0]])
+    other = copy.deepcopy(mlp)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    targets = {
+        "g0": g0,
+        "minus_g0": {k: -v for k, v in g0.items()},
+        "theta_f - theta_cur": towards(params, trainable(other)),
+    }
+    snap = snapshot(mlp)
+    out = descent_angles(mlp, digits_batches, num_directions=100, seed=0, targets=targets)
+    assert_unchanged(mlp, snap)
+    names = list(out["names"])
+    assert names == ["g_batch[0]", "g_batch[1]", "g_batch[2]", *targets]
+    assert out["gaussian"].shape == (100, 6) and out["between"].shape == (6, 6)
+    between = out["between"]
+    assert np.all(np.diag(between) < 1e-6)
+    assert between[0, 3] < 1e-6  # the batch gradient with itself
+    assert between[0, 4] == pytest.approx(180.0, abs=1e-6)
+    assert_close("symmetric", between, between.T, 1e-9)
+    # an independent check of one angle
+    a, b = flat(g0), flat(negative_gradient(mlp, [digits_batches[1]]))
+    want = math.degrees(math.acos(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+    assert between[0, 1] == pytest.approx(want, abs=1e-6)
+    # isotropic Gaussians: cos has mean 0 and variance 1/n, i.e. angles 90 +- 57.3 / sqrt(n)
+    cos = np.cos(np.radians(out["gaussian"]))
+    assert abs(out["gaussian"].mean() - 90) < 1.0
+    assert 0.6 < cos.var() * n < 1.5, cos.var() * n
+    assert np.all(np.abs(out["gaussian"] - 90) < 6 * 57.3 / math.sqrt(n))
+    # the Gaussian angles against g0 and minus_g0 add up to 180 degrees
+    assert_close("supplementary", out["gaussian"][:, 3] + out["gaussian"][:, 4], 180.0, 1e-9)
+    again = descent_angles(mlp, digits_batches, num_directions=100, seed=0, targets=targets)
+    assert np.array_equal(again["gaussian"], out["gaussian"])
+    other_seed = descent_angles(mlp, digits_batches[:1], num_directions=5, seed=1)
+    assert not np.array_equal(other_seed["gaussian"], out["gaussian"][:5, :1])
+
+
+# --------------------------------------------------------------------------- cosines (V9)
+
+
+def test_cosine_similarity_and_table():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(N), rng.standard_normal(N)
+    da, db = as_direction(a), as_direction(b)
+    want = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert cosine_similarity(da, db) == pytest.approx(want, abs=1e-14)
+    assert cosine_similarity(da, da) == pytest.approx(1.0, abs=1e-14)
+    assert cosine_similarity(da, {k: -3 * v for k, v in da.items()}) == pytest.approx(-1, abs=1e-14)
+    reordered = {"w2": db["w2"], "w1": db["w1"]}
+    assert cosine_similarity(da, reordered) == pytest.approx(want, abs=1e-14)
+    assert math.isnan(cosine_similarity(da, {k: torch.zeros_like(v) for k, v in da.items()}))
+    with pytest.raises(ValueError, match="names"):
+        cosine_similarity(da, {"w1": db["w1"]})
+
+    q, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    vecs = torch.as_tensor(q[:, :4])  # flat (n, k) unit columns, rows in w1, w2 order
+    mined = [as_direction(q[:, 2] * 5.0), as_direction(-q[:, 0] + q[:, 1])]
+    mined_reordered = [{"w2": m["w2"], "w1": m["w1"]} for m in mined]
+    want = np.array([[0, 0, 1, 0], [2**-0.5, 2**-0.5, 0, 0]])
+    for m in (mined, mined_reordered):
+        assert_close("table", cosine_table(m, vecs, names=["w1", "w2"]), want, 1e-14)
+    as_dirs = [as_direction(q[:, j]) for j in range(4)]
+    assert_close("table of directions", cosine_table(mined_reordered, as_dirs), want, 1e-14)
+    with pytest.raises(ValueError, match="names"):
+        cosine_table(mined, vecs)
+    with pytest.raises(ValueError, match="names"):
+        cosine_table([{"w1": mined[0]["w1"]}], vecs, names=["w1", "w2"])
+
+
+# --------------------------------------------------------------------------- loss change (V13)
+
+
+def test_loss_change_samples_mean_is_half_lambda2_sigma2_trace():
+    torch.manual_seed(3)
+    model = nn.Linear(6, 3).double()
+    sizes = (20, 30, 50)
+    xs = [torch.randn(s, 6, dtype=F64) for s in sizes]
+    batches = [(x, torch.randn(len(x), 3, dtype=F64)) for x in xs]
+    X = torch.cat(xs).numpy()
+    # L = 1/(3N) sum_i ||W x_i + b - y_i||^2: H = 2/(3N) sum_i [x_i;1][x_i;1]^T per output row
+    trace = 2.0 / len(X) * float(np.sum(X**2) + len(X))
+    lambdas = [0.0, 0.1, 1.0]
+    snap = snapshot(model)
+    out = loss_change_samples(
+        model,
+        batches,
+        lambdas=lambdas,
+        sigma=0.5,
+        num_samples=400,
+        seed=2,
+        trace=trace,
+        loss=F.mse_loss,
+    )
+    assert_unchanged(model, snap)
+    actual, soa = out["actual"], out["soa"]
+    assert actual.shape == soa.shape == (400, 3)
+    assert np.all(actual[:, 0] == 0)
+    assert_close("actual vs s.o.a. (a quadratic)", actual, soa, 1e-10)
+    assert_close("predicted", out["predicted_mean"], 0.5 * np.square(lambdas) * 0.25 * trace, 0)
+    for j in (1, 2):
+        mean, se = actual[:, j].mean(), actual[:, j].std(ddof=1) / math.sqrt(400)
+        assert abs(mean - out["predicted_mean"][j]) < 4 * se, (mean, out["predicted_mean"][j], se)
+    # the second directional derivative alone averages to sigma^2 tr(H)
+    a = out["curvature"]
+    assert abs(a.mean() - 0.25 * trace) < 4 * a.std(ddof=1) / math.sqrt(400)
+    no_trace = loss_change_samples(model, batches, lambdas=[0.1], num_samples=2, loss=F.mse_loss)
+    assert np.isnan(no_trace["predicted_mean"]).all()
+
+
+# --------------------------------------------------------------------------- the caller's model
+
+
+def test_model_bit_identical_with_batch_norm(digits_batches):
+    torch.manual_seed(0)
+    model = build_model({"arch": "vgg", "layers": [2, "M", 4]}, 10, (1, 8, 8)).train()
+    snap = snapshot(model)
+    rng_state = torch.random.get_rng_state()
+    small = [(x[:16], y[:16]) for x, y in digits_batches[:2]]
+    for mode in ("train", "eval"):
+        eps = mine_wpeak(model, small, epochs=2, lr=0.05, bn_mode=mode)
+        assert_unchanged(model, snap)
+        mine_vvv(model, small, alpha=0.1, epochs=1, lr=0.05, bn_mode=mode, init=eps)
+        assert_unchanged(model, snap)
+    descent_angles(model, small, num_directions=2, bn_mode="train")
+    assert_unchanged(model, snap)
+    soa_curve(model, small, eps, [-0.5, 0.0], num_local=3, local_loss=True)
+    assert_unchanged(model, snap)
+    loss_change_samples(model, small, lambdas=[0.01], num_samples=2)
+    assert_unchanged(model, snap)
+    assert torch.equal(rng_state, torch.random.get_rng_state())
+
+
+def test_determinism_with_a_seed(mlp, digits_batches):
+    def run(fn, seed, **kw):
+        return fn(mlp, digits_batches, epochs=2, lr=0.1, seed=seed, **kw)
+
+    for fn, kw in ((mine_wpeak, {}), (mine_vvv, {"alpha": 0.1})):
+        a, b, c = run(fn, 0, **kw), run(fn, 0, **kw), run(fn, 1, **kw)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert not all(torch.equal(a[k], c[k]) for k in a)
+        # the global RNG plays no part
+        torch.manual_seed(123)
+        assert all(torch.equal(a[k], v) for k, v in run(fn, 0, **kw).items())
+
+
+def test_invalid_arguments(mlp, digits_batches):
+    with pytest.raises(ValueError, match="bn_mode"):
+        mine_wpeak(mlp, digits_batches, bn_mode="recompute")
+    with pytest.raises(ValueError, match="epochs"):
+        mine_wpeak(mlp, digits_batches, epochs=0)
+    with pytest.raises(ValueError, match="lr"):
+        mine_vvv(mlp, digits_batches, lr=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        mine_vvv(mlp, digits_batches, alpha=0.6)
+    with pytest.raises(ValueError, match="no batches"):
+        mine_wpeak(mlp, [])
+    partial = dict(list(trainable(mlp).items())[:1])
+    with pytest.raises(ValueError, match="missing"):
+        soa_curve(mlp, digits_batches, partial)
+    with pytest.raises(ValueError, match="init"):
+        mine_wpeak(mlp, digits_batches, init=partial)
+    with pytest.raises(ValueError, match="targets"):
+        descent_angles(mlp, digits_batches, num_directions=1, targets={"t": partial})

@@ -1,0 +1,491 @@
+"""Reliability (issue 6): bad input, crash recovery, determinism, security, HDF5 file locking.
+
+The workflow tests use `tests/configs/reliability.yaml` (one BN run, one 4x3 surface in three
+shards, eleven jobs) rather than the tiny config, to keep four runs of the workflow within a few
+minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from workflow_utils import (
+    REPO,
+    artifacts,
+    assert_same_results,
+    edit_config,
+    fingerprint,
+    snakemake,
+    snakemake_command,
+)
+
+from landscape import store
+from landscape.config import schema_error
+from landscape.data import DatasetError, load_data
+from landscape.train import DivergenceError, train_model
+
+CONFIG = REPO / "tests" / "configs" / "reliability.yaml"
+SCHEMA = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+RUN = Path("digits/vgg_bn/vgg_bn")
+SHARDS = RUN / "surfaces/epoch1/plane.shards"
+
+
+def new_workdir(path: Path, edit=None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(CONFIG, path / "config.yaml")
+    if edit is not None:
+        edit_config(path, edit)
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> Path:
+    """A finished run of the reliability config: the reference of the other workflow tests."""
+    workdir = new_workdir(tmp_path_factory.mktemp("good"))
+    snakemake(workdir)
+    return workdir
+
+
+# --------------------------------------------------------------------------- A. bad input
+
+
+def _add_curve(name: str, **block):
+    return lambda c: c.setdefault("curves", {}).update({name: block})
+
+
+def _cifar_run(root: str):
+    def edit(c):
+        c["datasets"]["c10"] = {"source": "cifar10", "root": root}
+        c["runs"]["c10_run"] = {"dataset": "c10", "model": "vgg_bn"}
+
+    return edit
+
+
+# id: (edit of the reliability config, the one message expected on stderr)
+BAD_CONFIGS = {
+    "unknown_key": (lambda c: c.update(colour="red"), "colour: unknown key"),
+    "unknown_nested_key": (
+        lambda c: c["runs"]["vgg_bn"]["train"].update(learning_rate=0.1),
+        "runs.vgg_bn.train.learning_rate: unknown key",
+    ),
+    "wrong_type": (
+        lambda c: c["runs"]["vgg_bn"]["train"].update(lr="fast"),
+        "runs.vgg_bn.train.lr: 'fast' is not of type 'number'",
+    ),
+    "negative_epochs": (
+        lambda c: c["runs"]["vgg_bn"]["train"].update(epochs=-1),
+        "runs.vgg_bn.train.epochs: -1 is less than the minimum of 0",
+    ),
+    "unknown_source": (
+        lambda c: c["datasets"]["digits"].update(source="mnist"),
+        "datasets.digits.source: 'mnist' is not one of",
+    ),
+    "run_unknown_dataset": (
+        lambda c: c["runs"]["vgg_bn"].update(dataset="imagenet"),
+        "runs.vgg_bn.dataset: 'imagenet' is not a key of datasets",
+    ),
+    "run_unknown_model": (
+        lambda c: c["runs"]["vgg_bn"].update(model="resnet"),
+        "runs.vgg_bn.model: 'resnet' is not a key of models",
+    ),
+    "curve_unknown_direction": (
+        _add_curve("foo", direction="bar"),
+        "curves.foo.direction: 'bar' is not a key of directions",
+    ),
+    "surface_unknown_direction": (
+        lambda c: c["surfaces"]["plane"].update(directions=["gx", "bar"]),
+        "surfaces.plane.directions: 'bar' is not a key of directions",
+    ),
+    "missing_dataset_root": (
+        _cifar_run("/nonexistent/cifar"),
+        "datasets.c10.root: directory '/nonexistent/cifar' does not exist",
+    ),
+    "empty_grid": (
+        lambda c: c["surfaces"]["plane"]["x"].update(num=0),
+        "surfaces.plane.x.num: 0 is less than the minimum of 1",
+    ),
+    "reversed_range": (
+        lambda c: c["surfaces"]["plane"].update(y={"min": 1.0, "max": -1.0, "num": 3}),
+        "surfaces.plane.y: min (1.0) must be less than max (-1.0)",
+    ),
+    "range_as_list": (
+        _add_curve("c", direction="gx", **{"lambda": [-1.0, 1.0]}),
+        "curves.c.lambda: [-1.0, 1.0] is not of type 'object'",
+    ),
+    "one_surface_direction": (
+        lambda c: c["surfaces"]["plane"].update(directions=["gx"]),
+        "surfaces.plane.directions: ['gx'] is too short",
+    ),
+    "late_checkpoint": (
+        lambda c: c["runs"]["vgg_bn"]["train"].update(checkpoints=[0, 5]),
+        "runs.vgg_bn.train.checkpoints: epochs [5] exceed",
+    ),
+    "unsafe_run_name": (
+        lambda c: c["runs"].update({"../../etc": c["runs"]["vgg_bn"]}),
+        "runs: name '../../etc' is not allowed",
+    ),
+    "unsafe_reference": (
+        _add_curve("c", direction="../x"),
+        "curves.c.direction: '../x' does not match",
+    ),
+    "zero_shards": (lambda c: c.update(surface_shards=0), "surface_shards: 0 is less than"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(good_run, tmp_path_factory):
+    """Every bad config run on the finished good run's directory, two at a time.
+
+    Returns the finished processes by id, and fingerprints of results/ and logs/ before and after.
+    """
+    configs = tmp_path_factory.mktemp("bad_configs")
+    paths = {}
+    for name, (edit, _) in BAD_CONFIGS.items():
+        config = yaml.safe_load(CONFIG.read_text())
+        edit(config)
+        paths[name] = configs / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(config))
+
+    def state():
+        return {d: fingerprint(good_run / d) for d in ("results", "logs")}
+
+    before = state()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = dict(
+            zip(
+                paths,
+                pool.map(lambda p: snakemake(good_run, check=False, configfile=p), paths.values()),
+                strict=True,
+            )
+        )
+    return procs, before, state()
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_gives_one_message_naming_the_key(bad_runs, case):
+    proc = bad_runs[0][case]
+    message = BAD_CONFIGS[case][1]
+    assert proc.returncode != 0
+    assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
+    assert "ConfigError" in proc.stderr
+    assert "Failed validating" not in proc.stderr  # no schema dump
+    assert "rule " not in proc.stdout + proc.stderr  # no job was scheduled
+
+
+@pytest.mark.workflow
+def test_bad_configs_change_nothing_already_computed(bad_runs):
+    _, before, after = bad_runs
+    assert before["results"], "the good run left no results"
+    assert after == before
+
+
+def test_schema_names_unsafe_names_in_every_family():
+    base = yaml.safe_load(CONFIG.read_text())
+    base["curves"] = {"c": {"direction": "gx"}}
+    for family in ("datasets", "models", "runs", "directions", "curves", "surfaces"):
+        for bad in ("../../etc", "..", ".hidden", "a/b", "a b", "-x", "_", "x$"):
+            config = copy.deepcopy(base)
+            config[family][bad] = next(iter(config[family].values()))
+            assert schema_error(config, SCHEMA).startswith(f"{family}: name {bad!r} is not allowed")
+
+
+def test_missing_dataset_root_names_the_key(tmp_path):
+    with pytest.raises(DatasetError, match=r"datasets\.c10\.root: directory .* does not exist"):
+        load_data({"source": "cifar10", "root": str(tmp_path / "nope")}, key="datasets.c10")
+
+
+def _checkpoint(path: Path, meta=None) -> Path:
+    torch.save({"model": {"w": torch.arange(1000.0)}, "meta": meta or {"epoch": 0}}, path)
+    return path
+
+
+def test_truncated_checkpoint_error_names_the_file(tmp_path):
+    path = _checkpoint(tmp_path / "epoch3.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(store.ArtifactError, match=f"{re.escape(str(path))}: not a readable"):
+        store.read_checkpoint(path)
+
+
+def test_truncated_hdf5_error_names_the_file(tmp_path):
+    path = tmp_path / "curve.h5"
+    with store.create(path, kind="curve", spec={"n": 1}) as w:
+        w.scale("lambda", np.linspace(-1, 1, 101))
+        w.put("test/loss", np.arange(101.0), dims=("lambda",))
+    assert store.open(path).kind == "curve"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(store.ArtifactError, match=f"{re.escape(str(path))}: not a readable HDF5"):
+        store.open(path)
+
+
+def test_divergence_names_run_and_epoch(tmp_path):
+    spec = {
+        "run": "boom",
+        "dataset_name": "digits",
+        "dataset": {"source": "digits", "max_train": 256, "max_test": 64},
+        "model_name": "mlp",
+        "model": {"arch": "mlp", "hidden": [8]},
+        "train": {"epochs": 2, "lr": 1e8, "batch_size": 64, "schedule": "constant"},
+    }
+    train_model(tmp_path / "epoch0.pt", spec, 0, device="cpu")
+    with pytest.raises(DivergenceError, match=r"run 'boom': training loss became nan in epoch 1"):
+        train_model(tmp_path / "epoch2.pt", spec, 2, previous=tmp_path / "epoch0.pt", device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0.pt"]  # nothing half-written
+
+
+@pytest.mark.workflow
+def test_truncated_checkpoint_stops_the_workflow_naming_the_file(good_run, tmp_path):
+    workdir = tmp_path / "wd"
+    shutil.copytree(good_run, workdir, symlinks=True)
+    checkpoint = RUN / "checkpoints/epoch1.pt"
+    data = (workdir / "results" / checkpoint).read_bytes()
+    (workdir / "results" / checkpoint).write_bytes(data[: len(data) // 2])
+    proc = snakemake(workdir, check=False)
+    assert proc.returncode != 0
+    assert f"results/{checkpoint}: not a readable checkpoint" in proc.stderr
+    assert (workdir / "results" / RUN / "checkpoints/epoch0.pt").exists()
+
+
+# --------------------------------------------------------------------------- B. crash recovery
+
+_SHARD_JOB = re.compile(
+    r"rule compute_surface_shard:\n\s+input: [^\n]*\n\s+output: (\S+)\n\s+log: (\S+)\n"
+    r"\s+jobid: (\d+)\n"
+)
+
+
+def shard_jobs(output: str) -> dict[str, tuple[str, str]]:
+    """``(shard, log)`` paths by job id, for every shard job a Snakemake log shows started."""
+    return {jobid: (shard, log) for shard, log, jobid in _SHARD_JOB.findall(output)}
+
+
+def finished_shards(output: str) -> dict[str, str]:
+    """Log path by shard path, for every shard job a Snakemake log shows finished."""
+    jobs = shard_jobs(output)
+    done = re.findall(r"Finished jobid: (\d+) \(Rule: compute_surface_shard\)", output)
+    return dict(jobs[j] for j in done)
+
+
+def assert_store_intact(results: Path) -> None:
+    """Every artifact reads, and no temporary file of an unfinished write is left."""
+    for rel in artifacts(results):
+        if rel.suffix == ".pt":
+            assert store.read_checkpoint(results / rel)["model"]
+        else:
+            assert store.open(results / rel).kind
+    leftovers = [p for p in results.rglob(".*") if ".tmp-" in p.name]
+    assert not leftovers, leftovers
+
+
+@pytest.mark.workflow
+def test_killed_run_resumes_and_keeps_finished_shards(good_run, tmp_path):
+    workdir = new_workdir(tmp_path / "wd")
+    log = workdir / "killed.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            snakemake_command(workdir, "--cores", "1"),
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill -9 takes the jobs along
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while not finished_shards(log.read_text()):
+            assert proc.poll() is None, f"the run ended before a shard finished:\n{log.read_text()}"
+            assert time.monotonic() < deadline, "no shard finished in time"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = finished_shards(log.read_text())
+    results = workdir / "results"
+    assert not (results / RUN / "surfaces/epoch1/plane.h5").exists(), "killed too late"
+    assert_store_intact(results)
+    assert all((workdir / shard).is_file() for shard in finished)
+    logged = {shard: (workdir / log).stat().st_mtime_ns for shard, log in finished.items()}
+    # A write killed half-way leaves its temporary file; the rewrite of that shard removes it.
+    missing = sorted({f"{i}-of-3.h5" for i in (1, 2, 3)} - {Path(p).name for p in finished})
+    stale = results / SHARDS / f".{missing[0]}.tmp-99999999-0badf00d.h5"
+    stale.write_bytes(b"half a file")
+
+    snakemake(workdir, "--unlock", lock=True)
+    rerun = snakemake(workdir, "--rerun-incomplete", lock=True)
+    redone = {shard for shard, _ in shard_jobs(rerun.stdout + rerun.stderr).values()}
+    assert redone, "the rerun computed no shard"
+    assert not redone & set(finished), "finished shards were computed again"
+    for shard, log in finished.items():  # the shards themselves are gone: temp() outputs
+        assert (workdir / log).stat().st_mtime_ns == logged[shard], f"{shard} was recomputed"
+    assert store.open(results / RUN / "surfaces/epoch1/plane.h5").kind == "surface"
+    assert not (results / SHARDS).exists() or not any((results / SHARDS).iterdir())
+    assert_store_intact(results)
+    assert_same_results(good_run / "results", results)
+
+
+# --------------------------------------------------------------------------- C. determinism
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory) -> Path:
+    """A second clean run, with HDF5 file locking off (which must not change any number)."""
+    workdir = new_workdir(
+        tmp_path_factory.mktemp("second"), lambda c: c.update(hdf5_file_locking=False)
+    )
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.workflow
+def test_two_clean_runs_are_bitwise_equal(good_run, second_run):
+    assert_same_results(good_run / "results", second_run / "results")
+
+
+# --------------------------------------------------------------------------- D. security
+
+
+class _Payload:
+    """Unpickling this would touch a file: what an attacker's checkpoint could run instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = _checkpoint(tmp_path / "evil.pt", meta={"epoch": 0, "payload": _Payload(marker)})
+    with pytest.raises(store.ArtifactError, match=r"evil\.pt: refused .*weights_only=True"):
+        store.read_checkpoint(path)
+    assert not marker.exists()
+
+
+def _torch_load_calls(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "load"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "torch"
+        ):
+            yield node
+
+
+def test_every_torch_load_is_weights_only():
+    sources = [*REPO.glob("landscape/*.py"), *REPO.glob("scripts/*.py")]
+    calls = [(p, c) for p in sources for c in _torch_load_calls(p)]
+    assert calls, "no torch.load found"
+    for path, call in calls:
+        flags = {k.arg: k.value for k in call.keywords}
+        assert isinstance(flags.get("weights_only"), ast.Constant), f"{path}:{call.lineno}"
+        assert flags["weights_only"].value is True, f"{path}:{call.lineno}"
+
+
+def _rule_files() -> list[Path]:
+    return [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]
+
+
+def test_no_config_value_reaches_a_shell():
+    """Rules call scripts; a shell command, if any, interpolates no param, wildcard or config."""
+    for path in _rule_files():
+        text = path.read_text()
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"\s+shell:", line):  # the directive and its indented string
+                indent = len(line) - len(line.lstrip())
+                command = [line]
+                for more in lines[i + 1 :]:
+                    if more.strip() and len(more) - len(more.lstrip()) <= indent:
+                        break
+                    command.append(more)
+                command = "\n".join(command)
+            elif "shell(" in line:
+                command = line
+            else:
+                continue
+            assert not re.search(r"\{(params|wildcards|config)\b", command), f"{path}:{i + 1}"
+        for call in ("os.system(", "subprocess.", "os.popen("):
+            assert call not in text, f"{path}: {call}"
+
+
+def test_output_wildcards_are_limited_to_config_names():
+    common = (REPO / "rules" / "common.smk").read_text()
+    block = common.split("wildcard_constraints:", 1)[1]
+    for wildcard, family in [
+        ("dataset", "datasets"),
+        ("model", "models"),
+        ("run", "runs"),
+        ("direction", "directions"),
+        ("curve", "curves"),
+        ("surface", "surfaces"),
+    ]:
+        assert re.search(rf'\n\s+{wildcard}="\|"\.join\(config\["{family}"\]\)', block), wildcard
+
+
+# --------------------------------------------------------------------------- E. HDF5 locking
+
+
+def _artifact(path: Path) -> Path:
+    with store.create(path, kind="curve", spec={}) as w:
+        w.put("x", np.arange(3.0))
+    return path
+
+
+def test_hdf5_locking_can_be_switched_off(tmp_path):
+    """With a writer holding the file, a reader fails under locking and succeeds without."""
+    path = _artifact(tmp_path / "held.h5")
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
+    hold = f"import h5py, sys; f = h5py.File({str(path)!r}, 'a'); print('open', flush=True); "
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold + "sys.stdin.read()"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        read = f"from landscape import store; print(store.open({str(path)!r}).kind)"
+        locked = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True)
+        assert locked.returncode != 0 and b"unable to lock file" in locked.stderr
+        env["HDF5_USE_FILE_LOCKING"] = "FALSE"
+        unlocked = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True)
+        assert unlocked.returncode == 0 and unlocked.stdout.strip() == b"curve", unlocked.stderr
+        store.set_file_locking(False)  # the library's own switch, in this process
+        try:
+            assert store.open(path).kind == "curve"
+        finally:
+            store.set_file_locking(None)
+    finally:
+        holder.communicate("")
+
+
+@pytest.mark.workflow
+def test_hdf5_file_locking_false_reaches_every_job(good_run, second_run):
+    logs = sorted((second_run / "logs").rglob("*.log"))
+    assert len(logs) >= 10
+    for log in logs:
+        assert "HDF5 file locking: HDF5_USE_FILE_LOCKING=FALSE" in log.read_text(), log
+    if "HDF5_USE_FILE_LOCKING" not in os.environ:
+        log = good_run / "logs/train_model" / RUN / "epoch1.log"
+        assert "HDF5 file locking: HDF5 default (on)" in log.read_text()
