@@ -121,6 +121,15 @@ def check_files(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"models.{name}.weights: file '{weights}' does not exist")
 
 
+def hdf5_environment(config: Mapping[str, Any]) -> dict[str, str]:
+    """Environment variables every job needs for the config's ``hdf5_file_locking``.
+
+    >>> hdf5_environment({"hdf5_file_locking": False}), hdf5_environment({})
+    ({'HDF5_USE_FILE_LOCKING': 'FALSE'}, {})
+    """
+    return {} if config.get("hdf5_file_locking", True) else {"HDF5_USE_FILE_LOCKING": "FALSE"}
+
+
 def schema_error(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
     """The most relevant violation of the JSON schema as one line naming its key path.
 

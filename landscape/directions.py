@@ -15,6 +15,9 @@ Base vectors (``kind``):
 - ``gradient``: the negative gradient of the mean training loss over the first fixed batches
   (V4); see :func:`negative_gradient`.
 - ``checkpoint``: ``theta_target - theta`` towards another checkpoint (V4, V7); see :func:`towards`.
+- ``mined``: a direction mined by the paper's Algorithm 1 (``algorithm: wpeak``, a w-peak
+  direction, V9) or Algorithm 2 (``vvv``, a vvv-basin direction, V10) over the first fixed
+  training batches; see :mod:`landscape.mining`.
 - ``eigenvector``: a unit Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
   paper's P.E.; ``SA`` most negative, N.E.; ``index`` from 1), read from the spectrum file that
   :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`.
@@ -85,7 +88,8 @@ NOISE: dict[str, Callable[[tuple[int, ...], torch.Generator], Tensor]] = {
 }
 NORMALIZATIONS = ("raw", "norm", "layer", "filter")
 BIAS_BN = ("zero", "normalize", "raw")
-KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector")
+KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector", "mined")
+ALGORITHMS = ("wpeak", "vvv")
 SPECIALS = (
     "theta_0",
     "theta_f",
@@ -436,8 +440,8 @@ def required_references(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def needs_data(spec: Mapping[str, Any]) -> bool:
-    """Whether a direction spec reads training data (``kind: gradient``)."""
-    return spec.get("kind", "noise") == "gradient"
+    """Whether a direction spec reads training data (``kind: gradient`` or ``mined``)."""
+    return spec.get("kind", "noise") in ("gradient", "mined")
 
 
 def _choice(spec: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
@@ -455,12 +459,31 @@ def _reference(references: Mapping[str, Mapping[str, Tensor]] | None, role: str,
 
 def _gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
     if data is None:
-        raise ValueError("kind 'gradient': needs data (a DataBundle with the training split)")
+        raise ValueError(
+            f"kind {spec.get('kind')!r}: needs data (a DataBundle with the training split)"
+        )
     count = spec.get("batches", 1)
     if count != "all" and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"batches: expected an integer >= 1 or 'all', got {count!r}")
     batches = data.train.batches(spec.get("batch_size", 128))
     return batches if count == "all" else itertools.islice(batches, count)
+
+
+def _mined(spec: Mapping[str, Any], model: nn.Module, batches: list) -> Direction:
+    from landscape import mining  # mining builds on this module
+
+    algorithm = _choice(spec, "algorithm", ALGORITHMS, "wpeak")
+    common = {"epochs": spec.get("epochs", 10), "seed": spec.get("seed", 0)}
+    if algorithm == "wpeak":
+        return mining.mine_wpeak(model, batches, lr=spec.get("lr", 0.1), **common)
+    return mining.mine_vvv(
+        model,
+        batches,
+        lr=spec.get("lr", 0.01),
+        alpha=spec.get("alpha", 0.0),
+        gamma=spec.get("gamma", 0.5),
+        **common,
+    )
 
 
 def make_direction(
@@ -480,8 +503,9 @@ def make_direction(
       ``gradient`` (``batches``: the first fixed, unshuffled training batches, an integer >= 1
       or ``"all"``, default 1; ``batch_size`` default 128; eval-mode loss) or ``checkpoint``
       (``target - theta``; ``target`` names the checkpoint for the workflow, the library uses
-      ``references["target"]``) or ``eigenvector`` (``references["eigenvector"]``, see
-      :func:`eigenvector`).
+      ``references["target"]``), ``eigenvector`` (``references["eigenvector"]``, see
+      :func:`eigenvector`) or ``mined`` (``algorithm`` wpeak or vvv, ``epochs``, ``lr``,
+      ``alpha``, ``gamma``, ``seed``, over ``batches`` of ``batch_size`` like ``gradient``).
     - ``sign``: ``none`` (default) or ``consistent`` with ``sign_ratio`` (default 1.0) and the
       spec's ``seed``: :func:`sign_consistent` against the model's parameters.
     - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``raw`` otherwise.
@@ -514,6 +538,8 @@ def make_direction(
         eps = negative_gradient(model, _gradient_batches(spec, data))
     elif kind == "eigenvector":
         eps = dict(_reference(references, "eigenvector", "kind 'eigenvector'"))
+    elif kind == "mined":
+        eps = _mined(spec, model, list(_gradient_batches(spec, data)))
     else:
         eps = towards(params, _reference(references, "target", "kind 'checkpoint'"))
     if _choice(spec, "sign", SIGNS, "none") == "consistent":

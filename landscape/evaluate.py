@@ -20,16 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from landscape import store
+from landscape.curves import analyze_curve
 from landscape.data import Split, load_data
 from landscape.directions import Direction, orthogonalize
 from landscape.grid import GridEvaluator
 from landscape.train import load_model, resolve_device
 
 BN_MODES = ("keep", "recompute")
+ANALYSIS_FIELDS = ("n_stationary", "mean_pos", "mean_neg", "ratio", "difference")
 
 
 def lambda_grid(spec: Mapping[str, Any]) -> np.ndarray:
@@ -165,6 +168,22 @@ def compute_curve(
         w.scale("lambda", lambdas)
         for name, values in metrics.items():
             w.put(name, values, dims=("lambda",))
+        write_analysis(w, lambdas, metrics)
+
+
+def write_analysis(w: store.Writer, lambdas: np.ndarray, metrics: Mapping[str, Any]) -> None:
+    """Stores :func:`landscape.curves.analyze_curve` of every metric under ``analysis/{metric}/``.
+
+    ``stationary`` becomes a boolean mask on the ``lambda`` scale; ``type`` a string; the count
+    and the asymmetry fields (``mean_pos``, ``mean_neg``, ``ratio``, ``difference``) scalars.
+    """
+    for key, value in analyze_curve(lambdas, metrics).items():
+        if key.endswith("/stationary"):
+            mask = np.zeros(len(lambdas), dtype=bool)
+            mask[value] = True
+            w.put(f"analysis/{key}", mask, dims=("lambda",))
+        else:
+            w.put(f"analysis/{key}", value)
 
 
 def compute_surface_shard(
@@ -224,3 +243,55 @@ def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[s
         w.scale("y", ys)
         for name, grid in sorted(grids.items()):
             w.put(name, grid.reshape(len(xs), len(ys)), dims=("x", "y"))
+
+
+def read_analysis(path: str | Path) -> pd.DataFrame:
+    """The curve analysis of one curve file: one row per metric (``test/loss``, ...).
+
+    Columns: ``metric``, ``type``, ``n_stationary``, ``stationary`` (the lambdas), ``mean_pos``,
+    ``mean_neg``, ``ratio``, ``difference``, then the curve's ``run`` and ``epoch``.
+    """
+    art = store.open(path)
+    lambdas = art["lambda"]
+    rows = []
+    for key in art.data:
+        if not (key.startswith("analysis/") and key.endswith("/type")):
+            continue
+        metric = key[len("analysis/") : -len("/type")]
+        field = {f: art[f"analysis/{metric}/{f}"] for f in ANALYSIS_FIELDS}
+        rows.append(
+            {
+                "metric": metric,
+                "type": art[key],
+                "n_stationary": int(field["n_stationary"]),
+                "stationary": np.round(lambdas[art[f"analysis/{metric}/stationary"]], 12).tolist(),
+                **{f: float(field[f]) for f in ANALYSIS_FIELDS if f != "n_stationary"},
+                "run": art.attrs["run"],
+                "epoch": art.attrs["epoch"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curve_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The curve taxonomy (VT): :func:`read_analysis` of every curve, keyed by its path.
+
+    Paths end in ``{dataset}/{model}/{run}/curves/epoch{E}/{curve}.h5`` (the store's layout).
+    """
+    frames = []
+    for path in paths:
+        frame = read_analysis(path)
+        dataset, model = Path(path).parts[-6:-4]
+        frame.insert(0, "curve", Path(path).stem)
+        frame.insert(0, "model", model)
+        frame.insert(0, "dataset", dataset)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_curve_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """Writes :func:`curve_table` as CSV (atomically) and returns it."""
+    table = curve_table(paths)
+    with store.atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

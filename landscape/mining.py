@@ -165,10 +165,11 @@ class _Objective:
         x = x.to(self.device)
         return (x.to(self.dtype) if x.is_floating_point() else x), y.to(self.device)
 
-    def grad_and_value(self, params: dict[str, Tensor], batch: int) -> tuple[Direction, float]:
-        """Gradient (``{name: tensor}``) and value of one batch's mean loss at ``params``."""
+    def grad_and_value(self, params: dict[str, Tensor], batch: int) -> tuple[Direction, Tensor]:
+        """Gradient (``{name: tensor}``) and value (a 0-d tensor, left on the device so that a
+        step needs no host synchronization) of one batch's mean loss at ``params``."""
         g, value = self._gv(params, *self.batches[batch])
-        return g, float(value)
+        return g, value.detach()
 
     def align(self, direction: Mapping[str, Tensor], what: str) -> Direction:
         """A direction on the copy's device and dtype (see :func:`_aligned`)."""
@@ -294,20 +295,15 @@ def mine_wpeak(
         torch.manual_seed(seed)
         for e in range(1, epochs + 1):
             alpha = e / epochs
-            total = 0.0
+            total = torch.zeros((), dtype=obj.dtype, device=obj.device)
             for _ in range(steps):
                 lam = _uniform(gen, -alpha, alpha)
                 theta_hat = {n: theta[n] + lam * eps[n] for n in theta}
                 g, value = obj.grad_and_value(theta_hat, next(order))
                 eps = {n: eps[n] - (lr * lam) * g[n] for n in eps}
                 total += value
-            log.info(
-                "mine_wpeak: epoch %d/%d, alpha %.3g, mean loss %.6g",
-                e,
-                epochs,
-                alpha,
-                total / steps,
-            )
+            mean = float(total) / steps
+            log.info("mine_wpeak: epoch %d/%d alpha %.3g loss %.6g", e, epochs, alpha, mean)
     if all(not bool(t.any()) for t in eps.values()):
         warnings.warn(
             "mine_wpeak: the mined direction is zero (all batch gradients vanish at theta); "
@@ -401,7 +397,7 @@ def mine_vvv(
     with torch.random.fork_rng(devices=_rng_devices(obj.device)):
         torch.manual_seed(seed)
         for e in range(1, epochs + 1):
-            totals = np.zeros(2)
+            totals = torch.zeros(2, dtype=obj.dtype, device=obj.device)
             for _ in range(steps):
                 lam = _uniform(gen, 0.5 - alpha, 0.5 + alpha)
                 b = next(order)
@@ -409,15 +405,9 @@ def mine_vvv(
                 g_phi, l_phi = obj.grad_and_value(phi, b)
                 g_hat, l_hat = obj.grad_and_value(phi_hat, b)
                 phi = {n: phi[n] - lr * (g_phi[n] + (gamma * lam) * g_hat[n]) for n in phi}
-                totals += (l_phi, l_hat)
-            mean_phi, mean_hat = totals / steps
-            log.info(
-                "mine_vvv: epoch %d/%d, mean loss phi %.6g, phi_hat %.6g",
-                e,
-                epochs,
-                mean_phi,
-                mean_hat,
-            )
+                totals += torch.stack([l_phi, l_hat])
+            mean = (totals / steps).tolist()
+            log.info("mine_vvv: epoch %d/%d loss phi %.6g phi_hat %.6g", e, epochs, *mean)
     return obj.output({n: phi[n] - theta[n] for n in theta})
 
 
@@ -449,7 +439,8 @@ def descent_angles(
     :math:`d`, i.e. angles :math:`90° \pm 57.3°/\sqrt n`.
 
     Angles are :math:`2\operatorname{atan2}(\|u - v\|, \|u + v\|)` of the unit vectors, in
-    float64 (exactly 0 for a vector with itself); a zero vector gives NaN.
+    float64 (exactly 0 for a vector with itself, accurate for tiny angles where
+    :math:`\arccos` returns 0); targets are used in float64 as given; a zero vector gives NaN.
 
     Args:
         model: The network at :math:`\theta_\text{cur}` (not modified).
@@ -477,8 +468,10 @@ def descent_angles(
     for b, batch in enumerate(batches):
         g = negative_gradient(model, [batch], loss, train_mode=bn_mode == "train")
         descents[f"g_batch[{b}]"] = _flat64(g, names)
+    device = next(iter(params.values())).device
     for key, target in (targets or {}).items():
-        descents[key] = _flat64(_aligned(target, params, f"targets[{key!r}]"), names)
+        _aligned(target, params, f"targets[{key!r}]")  # names and shapes
+        descents[key] = _flat64(target, names).to(device)  # in float64, not the model's dtype
     if not descents:
         raise ValueError("descent_angles: no batches and no targets (no descent directions)")
     units = _unit(torch.stack(list(descents.values())))
@@ -501,6 +494,9 @@ def descent_angles(
 
 def cosine_similarity(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
     r"""Cosine :math:`a^T b / (\|a\| \|b\|)` of two directions over the same names (float64).
+
+    >>> cosine_similarity({"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([1.0, 1.0])})
+    0.7071067811865475
 
     Returns:
         The signed cosine; NaN if either vector is zero.

@@ -73,7 +73,9 @@ def plot_density(
     """Hessian eigenvalue density on a log scale, extreme eigenvalues as vertical lines (V13)."""
     art = store.open(density)
     fig, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
-    ax.semilogy(art["eigenvalue"], np.clip(art["density"], 1e-12, None), "k-", lw=1)
+    density_values = art["density"]
+    ax.semilogy(art["eigenvalue"], np.clip(density_values, 1e-300, None), "k-", lw=1)
+    ax.set_ylim(bottom=1e-8 * density_values.max())
     if spectrum is not None:
         spec = store.open(spectrum)
         for which, color in (("LA", "tab:red"), ("SA", "tab:blue")):

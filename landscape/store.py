@@ -274,7 +274,10 @@ def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any] | None) -> None:
 def _as_array(values: Any) -> np.ndarray:
     if hasattr(values, "detach"):  # a torch tensor
         values = values.detach().cpu().numpy()
-    return np.asarray(values)
+    values = np.asarray(values)
+    if values.dtype.kind == "U":  # HDF5 stores text as variable-length UTF-8
+        values = values.astype(h5py.string_dtype())
+    return values
 
 
 class Writer:
@@ -555,7 +558,7 @@ def _read_h5(path: Path, *, with_data: bool) -> tuple[dict, dict, dict, dict]:
                 return
             if any(name.startswith(g + "/") for g in tensor_groups):
                 return
-            data[name] = obj[()]
+            data[name] = obj.asstr()[()] if h5py.check_string_dtype(obj.dtype) else obj[()]
             dims[name] = tuple(
                 obj.dims[i][0].name.lstrip("/") if len(obj.dims[i]) else "" for i in range(obj.ndim)
             )

@@ -1,6 +1,7 @@
 # Config validation (before any job starts), output paths, wildcard constraints, input functions.
 
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ from landscape.config import (
     checkpoint_epochs,
     direction_references,
     evaluation_spec,
+    hdf5_environment,
     hessian_spec,
     run_spec,
     run_wildcards,
@@ -37,10 +39,9 @@ except WorkflowError:
     ) from None
 check_references(config)
 check_files(config)
-if not config["hdf5_file_locking"]:
-    # Jobs inherit the environment (also on a cluster, where each job parses this file again);
-    # a rule param would make Snakemake rerun every job when the setting changes.
-    os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
+# Jobs inherit the environment (also on a cluster, where each job parses this file again);
+# a rule param would make Snakemake rerun every job when the setting changes.
+os.environ.update(hdf5_environment(config))
 
 CHECKPOINT = "results/{dataset}/{model}/{run}/checkpoints/epoch{epoch}.pt"
 HISTORY = "results/{dataset}/{model}/{run}/history.h5"
@@ -49,6 +50,11 @@ CURVE = "results/{dataset}/{model}/{run}/curves/epoch{epoch}/{curve}.h5"
 CURVE_FIGURE = "results/figures/curves/{dataset}/{model}/{run}/epoch{epoch}/{curve}.png"
 SURFACE = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.h5"
 SURFACE_SHARD = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.shards/{scatteritem}.h5"
+# Local runs: jobs that use a GPU hold one unit of the `gpu` resource (profiles/default limits it).
+GPU = int(
+    config["device"] == "cuda"
+    or (config["device"] == "auto" and shutil.which("nvidia-smi") is not None)
+)
 SPECTRUM = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/spectrum.h5"
 DENSITY = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/density.h5"
 TRACE = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/trace.h5"
@@ -112,8 +118,8 @@ def get_direction_spectrum(wildcards):
 
 
 def get_direction_dataset(wildcards):
-    """The dataset block a direction reads (gradients only), else None."""
-    if config["directions"][wildcards.direction]["kind"] != "gradient":
+    """The dataset block a direction reads (gradient and mined kinds), else None."""
+    if config["directions"][wildcards.direction]["kind"] not in ("gradient", "mined"):
         return None
     return config["datasets"][wildcards.dataset]
 

@@ -14,6 +14,7 @@ rule compute_spectrum:
         "../envs/landscape.yaml"
     threads: 1
     resources:
+        gpu=GPU,
         mem_mb=4000,
         runtime=120,
     params:
@@ -37,6 +38,7 @@ rule compute_density:
         "../envs/landscape.yaml"
     threads: 1
     resources:
+        gpu=GPU,
         mem_mb=4000,
         runtime=120,
     params:
@@ -60,6 +62,7 @@ rule compute_trace:
         "../envs/landscape.yaml"
     threads: 1
     resources:
+        gpu=GPU,
         mem_mb=4000,
         runtime=120,
     params:

@@ -12,6 +12,7 @@ rule compute_curve:
         "../envs/landscape.yaml"
     threads: 1
     resources:
+        gpu=GPU,
         mem_mb=4000,
         runtime=60,
     params:
@@ -36,6 +37,7 @@ rule compute_surface_shard:
         "../envs/landscape.yaml"
     threads: 1
     resources:
+        gpu=GPU,
         mem_mb=4000,
         runtime=120,
     params:

@@ -1,3 +1,22 @@
+rule write_curve_table:
+    input:
+        curves=instances("curves", CURVE),
+    output:
+        csv=report(
+            "results/tables/curve_taxonomy.csv",
+            caption="../report/curve_taxonomy.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/write_curve_table.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/write_curve_table.py"
+
+
 rule write_catalog:
     input:
         histories=history_targets(),
@@ -6,6 +25,7 @@ rule write_catalog:
         surfaces=instances("surfaces", SURFACE),
         surface_figures=instances("surfaces", SURFACE_FIGURE),
         hessian=hessian_targets(),
+        tables=rules.write_curve_table.output.csv,
     output:
         csv="results/catalog.csv",
     log:

@@ -13,6 +13,7 @@ rule train_model:
     # Profiles raise this with set-threads for paper-scale runs.
     threads: 1
     resources:
+        gpu=GPU,
         mem_mb=4000,
         runtime=120,
     params:

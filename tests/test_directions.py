@@ -405,3 +405,24 @@ def test_write_direction_with_references(tmp_path):
     for name, p in first.named_parameters():
         expected = (p - dict(last.named_parameters())[name]).detach().numpy()
         assert (stored[name] == expected).all(), name
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "keys"),
+    [("wpeak", {"lr": 0.05}), ("vvv", {"lr": 0.02, "alpha": 0.1, "gamma": 0.9})],
+)
+def test_mined_direction_runs_the_algorithm_on_the_first_batches(digits, algorithm, keys):
+    from landscape import mining
+
+    torch.manual_seed(3)
+    model = build_model({"arch": "mlp", "hidden": [12]}, 10, (1, 8, 8))
+    spec = {"kind": "mined", "algorithm": algorithm, "epochs": 3, "batches": 2, "seed": 4, **keys}
+    batches = list(digits.train.batches(32))[:2]
+    mined = make_direction({**spec, "batch_size": 32}, model, data=digits)
+    miner = mining.mine_wpeak if algorithm == "wpeak" else mining.mine_vvv
+    expected = miner(model, batches, epochs=3, seed=4, **keys)
+    assert mined.keys() == expected.keys()
+    assert all(torch.equal(mined[n], expected[n]) for n in mined)
+    assert any(t.abs().sum() > 0 for t in mined.values())
+    with pytest.raises(ValueError, match="kind 'mined': needs data"):
+        make_direction(spec, model)

@@ -12,15 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-
-from landscape import store
+from workflow_utils import assert_same_results
 
 pytestmark = pytest.mark.workflow
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
+GPU_RULES = (
+    "train_model",
+    "compute_curve",
+    "compute_surface_shard",
+    "compute_spectrum",
+    "compute_density",
+    "compute_trace",
+)
 # This SLURM has no accounting database: job states come from squeue, polled often. The node has
 # no GPU, and one thread per job keeps results comparable with a local run.
 TEST_CLUSTER = [
@@ -32,9 +37,9 @@ TEST_CLUSTER = [
     "--seconds-between-status-checks",
     "3",
     "--set-resources",
-    *(f"{rule}:gres=''" for rule in ("train_model", "compute_curve", "compute_surface_shard")),
+    *(f"{rule}:gpu=0" for rule in GPU_RULES),
     "--set-threads",
-    *(f"{rule}=1" for rule in ("train_model", "compute_curve", "compute_surface_shard")),
+    *(f"{rule}=1" for rule in GPU_RULES),
 ]
 
 
@@ -74,15 +79,4 @@ def test_slurm_profile_reproduces_a_local_run(tmp_path):
 
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
     assert len(submitted) >= 10, f"too few jobs went through sbatch: {submitted}"
-    a, b = local / "results", cluster / "results"
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".h5", ".pt"))
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.suffix in (".h5", ".pt"))
-    for rel in files:
-        if rel.suffix == ".pt":
-            x, y = store.read_checkpoint(a / rel)["model"], store.read_checkpoint(b / rel)["model"]
-            assert all(torch.equal(x[k], y[k]) for k in x), rel
-        else:
-            x, y = store.open(a / rel), store.open(b / rel)
-            assert x.data.keys() == y.data.keys(), rel
-            for name in x.data:
-                np.testing.assert_array_equal(x[name], y[name], err_msg=f"{rel}:{name}")
+    assert_same_results(local / "results", cluster / "results")

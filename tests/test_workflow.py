@@ -9,47 +9,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from workflow_utils import REPO, TINY, changed, edit_config, snakemake, snapshot
 
 from landscape import store
 
 pytestmark = pytest.mark.workflow
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
-    cmd += ["--cores", "2", "--nolock", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def snapshot(workdir: Path) -> dict[str, int]:
-    results = workdir / "results"
-    return {
-        p.relative_to(results).as_posix(): p.stat().st_mtime_ns
-        for p in results.rglob("*")
-        if p.is_file()
-    }
-
-
-def changed(before: dict[str, int], after: dict[str, int]) -> set[str]:
-    return {p for p, t in after.items() if before.get(p) != t}
-
-
-def edit_config(workdir: Path, edit) -> None:
-    path = workdir / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    edit(config)
-    path.write_text(yaml.safe_dump(config))
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,12 @@ def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None)
         args: further command-line arguments.
         configfile: a config replacing ``workdir/config.yaml`` (``--replace-workflow-config``).
     """
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile")]
     cmd += ["--directory", str(workdir)]
+    # last: --configfile takes every argument up to the next option
     if configfile is None:
-        cmd += ["--configfile", str(workdir / "config.yaml")]
-    else:
-        cmd += ["--configfile", str(configfile), "--replace-workflow-config"]
-    return [*cmd, *args]
+        return [*cmd, "--configfile", str(workdir / "config.yaml")]
+    return [*cmd, "--replace-workflow-config", "--configfile", str(configfile)]
 
 
 def snakemake(
