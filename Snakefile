@@ -12,6 +12,10 @@
 #   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/{spectrum,density,trace}.h5
 #                                          compute_spectrum, compute_density, compute_trace
 #   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png  plot_density
+#   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/loss_change.h5  compute_loss_change
+#   results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5             compute_soa
+#   results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5                compute_angles
+#   results/tables/curve_taxonomy.csv                                      write_curve_table
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 
@@ -35,6 +39,7 @@ include: "rules/train.smk"
 include: "rules/directions.smk"
 include: "rules/landscape.smk"
 include: "rules/hessian.smk"
+include: "rules/experiments_second_order.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
 

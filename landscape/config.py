@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+HESSIAN_PARTS = ("spectrum", "density", "trace", "loss_change")
+
 
 class ConfigError(ValueError):
     """A config value that the schema accepts but that refers to something missing."""
@@ -64,7 +66,8 @@ def check_references(config: Mapping[str, Any]) -> None:
     for name, direction in config.get("directions", {}).items():
         if direction.get("kind") == "checkpoint":
             _check_target(config, f"directions.{name}.target", direction.get("target", {}))
-    for family, keys in (("curves", ("direction",)), ("surfaces", ("directions",))):
+    families = (("curves", ("direction",)), ("surfaces", ("directions",)), ("soa", ("direction",)))
+    for family, keys in families:
         for name, block in config.get(family, {}).items():
             _check_block(config, family, name, block, keys)
     _check_hessian(config)
@@ -86,6 +89,8 @@ def _check_hessian(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"directions.{name}.index: {index} exceeds hessian.spectrum.k = {k}")
     if "runs" in block:
         _check_selection(config, "hessian", block)
+    if "runs" in config.get("angles", {}):
+        _check_selection(config, "angles", config["angles"])
 
 
 def check_files(config: Mapping[str, Any]) -> None:
@@ -256,10 +261,18 @@ def hessian_spec(config: Mapping[str, Any], part: str) -> dict[str, Any]:
     ...     "density": {"steps": 3}}}, "trace")
     {'samples': 8, 'trace': {'matvecs': 9}}
     """
+    return {**hessian_evaluation(config), part: config["hessian"].get(part, {})}
+
+
+def hessian_evaluation(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``hessian`` block's evaluation set: split, samples, batch size, BN mode, dtype."""
     block = config["hessian"]
-    parts = ("spectrum", "density", "trace")
-    spec = {k: v for k, v in block.items() if k not in ("runs", "epochs", *parts)}
-    return {**spec, part: block.get(part, {})}
+    return {k: v for k, v in block.items() if k not in ("runs", "epochs", *HESSIAN_PARTS)}
+
+
+def soa_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """What a second-order approximation (V14) depends on: its block and the evaluation set."""
+    return {**hessian_evaluation(config), **evaluation_spec(config, "soa", name)}
 
 
 def direction_references(
@@ -302,6 +315,37 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
         "model": config["models"][spec["model"]],
         "train": train,
     }
+
+
+# Keys of a direction block that matter for each kind (besides the transforms in _TRANSFORM_KEYS).
+_KIND_KEYS = {
+    "noise": ("distribution", "seed"),
+    "special": ("of", "seed"),
+    "gradient": ("batches", "batch_size"),
+    "checkpoint": ("target",),
+    "eigenvector": ("which", "index"),
+    "mined": ("algorithm", "epochs", "lr", "alpha", "gamma", "seed", "batches", "batch_size"),
+}
+_TRANSFORM_KEYS = ("kind", "sign", "sign_ratio", "normalization", "bias_bn", "group", "scale")
+
+
+def direction_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """What a direction depends on: its kind's keys and the transforms, nothing else.
+
+    A key that another kind reads (or a new schema default) does not change a direction's spec.
+
+    >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "target": {"epoch": 0},
+    ...     "seed": 3, "index": 1, "sign": "none"}}}, "d")
+    {'kind': 'checkpoint', 'sign': 'none', 'target': {'epoch': 0}}
+    >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "seed": 3,
+    ...     "sign": "consistent"}}}, "d")["seed"]
+    3
+    """
+    block = config["directions"][name]
+    keys = set(_TRANSFORM_KEYS) | set(_KIND_KEYS.get(block.get("kind", "noise"), ()))
+    if block.get("sign") == "consistent":
+        keys.add("seed")
+    return {k: v for k, v in block.items() if k in keys}
 
 
 def evaluation_spec(config: Mapping[str, Any], family: str, name: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ the checkpoint, builds one :class:`landscape.hessian.HessianLinearOperator` and 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +31,34 @@ from landscape.train import load_model, resolve_device
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def operator(model: nn.Module, data, spec: Mapping[str, Any]) -> hessian.HessianLinearOperator:
-    """The Hessian over the evaluation set that ``spec`` (the ``hessian`` block) describes."""
+def evaluation_batches(data, spec: Mapping[str, Any]) -> list:
+    """The first ``samples`` examples of ``split``, in fixed order, in batches of ``batch_size``."""
     split = getattr(data, spec.get("split", "train"))
     samples = spec.get("samples")
     if samples is not None and samples < len(split):
         split = split.subset(samples)
+    return list(split.batches(spec.get("batch_size", 512)))
+
+
+def operator(model: nn.Module, data, spec: Mapping[str, Any]) -> hessian.HessianLinearOperator:
+    """The Hessian over the evaluation set that ``spec`` (the ``hessian`` block) describes."""
     return hessian.HessianLinearOperator(
         model,
-        split.batches(spec.get("batch_size", 512)),
+        evaluation_batches(data, spec),
         dtype=DTYPES[spec.get("dtype", "float32")],
         bn_mode=spec.get("bn_mode", "eval"),
     )
 
 
-def _load(checkpoint, spec, dataset, device):
+def _model_and_data(checkpoint, dataset, device):
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
+    return model, data, meta
+
+
+def _load(checkpoint, spec, dataset, device):
+    model, data, meta = _model_and_data(checkpoint, dataset, device)
     return operator(model, data, spec), meta
 
 
@@ -140,3 +151,141 @@ def compute_trace(
     with _create(out, "trace", spec, checkpoint, meta, op, {"trace": value, "stderr": stderr}) as w:
         w.put("trace", np.float64(value))
         w.put("stderr", np.float64(stderr))
+
+
+def _read_direction(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    first = next(model.parameters())
+    return {
+        n: torch.as_tensor(v, device=first.device) for n, v in store.open(path).tensors().items()
+    }
+
+
+def compute_soa(
+    checkpoint: str | Path,
+    direction: str | Path,
+    out: str | Path,
+    spec: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    device: str = "auto",
+) -> None:
+    """Writes the second-order approximation of a curve at each of its points (V14).
+
+    ``spec`` holds the evaluation keys of the ``hessian`` block plus the ``soa`` block's
+    ``lambda`` grid, ``half_width`` and ``num_local`` (see :func:`landscape.mining.soa_curve`).
+    Datasets: ``loss``, ``slope`` (eps^T g), ``curvature`` (eps^T H eps) on the ``lambda`` scale;
+    ``quadratic`` (and ``local_loss``) on ``lambda`` x ``offset``.
+    """
+    from landscape.evaluate import lambda_grid
+    from landscape.mining import soa_curve
+
+    model, data, meta = _model_and_data(checkpoint, dataset, device)
+    result = soa_curve(
+        model,
+        evaluation_batches(data, spec),
+        _read_direction(direction, model),
+        lambda_grid(spec["lambda"]),
+        half_width=spec.get("half_width", 0.05),
+        num_local=spec.get("num_local", 11),
+        local_loss=spec.get("local_loss", True),
+        dtype=DTYPES[spec.get("dtype", "float32")],
+        bn_mode=spec.get("bn_mode", "eval"),
+    )
+    inputs = {"checkpoint": checkpoint, "direction": direction}
+    attrs = {"run": meta["run"], "epoch": meta["epoch"]}
+    with store.create(out, kind="soa", spec=spec, inputs=inputs, attrs=attrs) as w:
+        w.scale("lambda", result["lambdas"])
+        w.scale("offset", result["offsets"])
+        for name in ("loss", "slope", "curvature"):
+            w.put(name, result[name], dims=("lambda",))
+        for name in ("quadratic", "local_loss"):
+            if name in result:
+                w.put(name, result[name], dims=("lambda", "offset"))
+
+
+def compute_loss_change(
+    checkpoint: str | Path,
+    trace: str | Path,
+    out: str | Path,
+    spec: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    device: str = "auto",
+) -> None:
+    """Writes the loss change under Gaussian perturbations against 0.5 lambda^2 sigma^2 tr(H) (V13).
+
+    ``spec`` holds the evaluation keys of the ``hessian`` block plus ``loss_change``:
+    ``lambdas``, ``sigma``, ``num_samples``, ``seed``. The trace comes from the trace file of
+    the same checkpoint. Datasets on ``sample`` x ``lambda``: ``actual`` and ``soa``; per sample
+    ``slope`` and ``curvature``; ``predicted_mean`` per lambda.
+    """
+    from landscape.mining import loss_change_samples
+
+    model, data, meta = _model_and_data(checkpoint, dataset, device)
+    sub = spec.get("loss_change", {})
+    tr = store.open(trace)
+    result = loss_change_samples(
+        model,
+        evaluation_batches(data, spec),
+        lambdas=sub.get("lambdas", [0.001, 0.01]),
+        sigma=sub.get("sigma", 1.0),
+        num_samples=sub.get("num_samples", 100),
+        seed=sub.get("seed", 0),
+        trace=tr.attrs["trace"],
+        dtype=DTYPES[spec.get("dtype", "float32")],
+        bn_mode=spec.get("bn_mode", "eval"),
+    )
+    attrs = {"run": meta["run"], "epoch": meta["epoch"], "loss0": float(result["loss0"])}
+    attrs |= {"trace": tr.attrs["trace"], "trace_stderr": tr.attrs["stderr"]}
+    inputs = {"checkpoint": checkpoint, "trace": trace}
+    with store.create(out, kind="loss_change", spec=spec, inputs=inputs, attrs=attrs) as w:
+        w.scale("lambda", result["lambdas"])
+        w.scale("sample", np.arange(len(result["slope"])))
+        for name in ("actual", "soa"):
+            w.put(name, result[name], dims=("sample", "lambda"))
+        for name in ("slope", "curvature"):
+            w.put(name, result[name], dims=("sample",))
+        w.put("predicted_mean", result["predicted_mean"], dims=("lambda",))
+
+
+def compute_angles(
+    checkpoint: str | Path,
+    target: str | Path,
+    out: str | Path,
+    spec: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    device: str = "auto",
+) -> None:
+    """Writes the angles between Gaussian directions and descent directions (V5).
+
+    Descent directions: the negative gradients of the first ``batches`` training batches of
+    ``batch_size`` (shuffled with ``seed``), and ``theta_f - theta_cur`` towards ``target``.
+    Dataset ``gaussian`` (``direction`` x ``descent``, degrees) and ``between`` (``descent`` x
+    ``descent``); the descent names are the ``descent`` scale's ``names`` attribute.
+    """
+    from landscape.directions import towards, trainable
+    from landscape.mining import descent_angles
+
+    model, data, meta = _model_and_data(checkpoint, dataset, device)
+    generator = torch.Generator().manual_seed(spec.get("seed", 0))
+    batches = data.train.batches(spec.get("batch_size", 128), shuffle=True, generator=generator)
+    batches = list(islice(batches, spec.get("batches", 4)))
+    params = trainable(model)
+    final = store.read_checkpoint(target)["model"]
+    final = {n: final[n].to(p.device, p.dtype) for n, p in params.items()}
+    result = descent_angles(
+        model,
+        batches,
+        num_directions=spec.get("num_directions", 100),
+        seed=spec.get("seed", 0),
+        targets={"theta_f - theta_cur": towards(params, final)},
+    )
+    inputs = {"checkpoint": checkpoint, "target": target}
+    attrs = {
+        "run": meta["run"],
+        "epoch": meta["epoch"],
+        "descent_names": [str(n) for n in result["names"]],
+    }
+    with store.create(out, kind="angles", spec=spec, inputs=inputs, attrs=attrs) as w:
+        w.scale("direction", np.arange(result["gaussian"].shape[0]))
+        w.scale("descent", np.arange(len(result["names"])))
+        w.put("gaussian", result["gaussian"], dims=("direction", "descent"))
+        w.put("between", result["between"], dims=("descent", "descent"))

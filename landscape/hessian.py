@@ -14,10 +14,14 @@ Each batch is weighted by its size, so the operator (and its spectrum) does not 
 evaluation set is cut into batches. :math:`\theta` holds the model's *trainable* parameters in
 ``named_parameters()`` order (the order of :func:`landscape.params.flatten`).
 
-:class:`HessianLinearOperator` never forms :math:`H`; it computes :math:`Hv` by
-forward-over-reverse differentiation (``torch.func.jvp`` of ``torch.func.grad`` of a functional
-loss built with ``torch.func.functional_call``, as in f-dangel/curvlinops), on detached copies of
-the parameters, so that the caller's model, its buffers and its ``.grad`` fields are untouched.
+:class:`HessianLinearOperator` never forms :math:`H`; it computes :math:`Hv` on detached copies
+of the parameters (the caller's model, its buffers and its ``.grad`` fields are untouched) by one
+of three methods: forward-over-reverse differentiation (``"jvp"``: ``torch.func.jvp`` of
+``torch.func.grad`` of a functional loss built with ``torch.func.functional_call``, as in
+f-dangel/curvlinops), reverse-over-reverse (``"double_backward"``: PyHessian's and Listing 1's
+:math:`\nabla_\theta(g^T v)`), or reverse over a gradient graph built once and retained
+(``"retained"``: one backward pass per product, as PyHessian does for a single batch).
+``method="auto"`` (the default) times the candidates on the first products and keeps the fastest.
 On top of it:
 
 - :func:`lanczos`: extreme eigenpairs by Lanczos with full reorthogonalization on the device
@@ -50,7 +54,9 @@ from torch.func import functional_call, grad, grad_and_value, jvp
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 BN_MODES = ("eval", "train")
+METHODS = ("auto", "jvp", "double_backward", "retained")
 WHICH = ("LA", "SA", "LM", "BE")
+AUTO_ROUNDS = 2  # timed products per candidate before method="auto" settles
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
@@ -127,10 +133,32 @@ class HessianLinearOperator:
     which makes the loss of a batch depend jointly on its samples; running statistics are neither
     read nor updated). Any dropout is then active too, and the determinism guard raises.
 
+    Products (``method``):
+
+    - ``"jvp"``: forward-over-reverse, :meth:`matvec_jvp`; no graph kept between products.
+    - ``"double_backward"``: reverse-over-reverse, :meth:`matvec_double_backward`; forward,
+      backward with ``create_graph=True`` and a second backward per product and batch.
+    - ``"retained"``: :meth:`matvec_retained`; the graph of :math:`g = \nabla_\theta L` is built
+      once (on the first such product) and kept, so that a product is the second backward pass
+      only. It holds every batch's graph at once: memory grows with the number of batches (with
+      one batch its peak is that of a double-backward product).
+    - ``"auto"`` (default): the first ``AUTO_ROUNDS`` products of each candidate (``"jvp"``,
+      ``"double_backward"``, and ``"retained"`` when there is a single batch) are timed in turn,
+      then :meth:`matvec` keeps the fastest (by its best time; the retained graph's construction
+      is not counted, being paid once). Every one of these products is a valid result, so the
+      choice costs no extra product. The choice depends on the model, the batch, the dtype and
+      the device: forward-over-reverse is slower than reverse-over-reverse for small CPU models,
+      and a retained graph is fastest wherever its memory is affordable. See
+      :attr:`chosen_method` and :attr:`method_times`.
+
+    All methods give the same :math:`Hv` up to rounding (tested against dense float64 Hessians).
+
     The determinism guard (``check_deterministic``) recomputes the first product of
-    :meth:`matvec` and raises :class:`NondeterministicOperatorError` if the two differ by more
-    than :math:`\sqrt{\varepsilon_\text{dtype}}` in relative norm (this tolerates nondeterministic
-    GPU reductions, not dropout).
+    :meth:`matvec` by a fresh evaluation (the same method, or ``"double_backward"`` after a
+    ``"retained"`` product, whose graph freezes any randomness; with ``"auto"``, the second
+    candidate, which also times it) and raises :class:`NondeterministicOperatorError` if the two
+    differ by more than :math:`\sqrt{\varepsilon_\text{dtype}}` in relative norm (this tolerates
+    nondeterministic GPU reductions and the methods' rounding differences, not dropout).
 
     Args:
         model: The network; its trainable parameters define :math:`\theta`.
@@ -139,6 +167,7 @@ class HessianLinearOperator:
         dtype: Floating dtype of the copies and of all products (``torch.float64`` for checks).
         bn_mode: ``"eval"`` or ``"train"``.
         check_deterministic: Enable the determinism guard.
+        method: ``"auto"``, ``"jvp"``, ``"double_backward"`` or ``"retained"`` (see above).
 
     Attributes:
         shape: ``(n, n)``.
@@ -146,10 +175,12 @@ class HessianLinearOperator:
         device: Device of the parameters.
         names: Trainable parameter names, in order.
         num_samples: :math:`N`.
-        num_matvecs: Hessian-vector products computed so far (both methods, guard included).
+        num_matvecs: Hessian-vector products computed so far (all methods, guard included).
+        method: The requested method.
 
     Raises:
-        ValueError: No trainable parameters, no samples, a bad ``bn_mode`` or ``dtype``.
+        ValueError: No trainable parameters, no samples, a bad ``bn_mode``, ``dtype`` or
+            ``method``.
     """
 
     def __init__(
@@ -161,9 +192,12 @@ class HessianLinearOperator:
         dtype: torch.dtype = torch.float32,
         bn_mode: str = "eval",
         check_deterministic: bool = True,
+        method: str = "auto",
     ) -> None:
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -200,6 +234,17 @@ class HessianLinearOperator:
         self._hvp = make_hvp(self._batch_loss)
         self._checked = not check_deterministic
         self._grad_cache: tuple[Tensor, float] | None = None
+        self.method = method
+        self._graph: tuple[list[Tensor], list[tuple[list[Tensor], list[int], float]]] | None = None
+        if method == "auto":
+            candidates = ["jvp", "double_backward"]
+            if len(self._batches) == 1:
+                candidates.append("retained")
+            self._chosen: str | None = None
+        else:
+            candidates = [method]
+            self._chosen = method
+        self.method_times: dict[str, list[float]] = {c: [] for c in candidates}
 
     # ---------------------------------------------------------------- helpers
 
@@ -207,8 +252,13 @@ class HessianLinearOperator:
         return (
             f"HessianLinearOperator(n={self.shape[0]}, N={self.num_samples}, "
             f"batches={len(self._batches)}, dtype={self.dtype}, device={self.device}, "
-            f"bn_mode={self.bn_mode!r})"
+            f"bn_mode={self.bn_mode!r}, method={self.method!r})"
         )
+
+    @property
+    def chosen_method(self) -> str | None:
+        """The method :meth:`matvec` uses (``None`` while ``"auto"`` is still timing)."""
+        return self._chosen
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
@@ -265,7 +315,16 @@ class HessianLinearOperator:
 
     # ---------------------------------------------------------------- products
 
-    def _matvec(self, v: Tensor) -> Tensor:
+    def _flat(self, parts: Sequence[Tensor | None]) -> Tensor:
+        """Concatenates per-parameter results (``None``: zeros) into one flat vector."""
+        return torch.cat(
+            [
+                (h if h is not None else torch.zeros_like(p)).reshape(-1)
+                for h, p in zip(parts, self._params.values(), strict=True)
+            ]
+        )
+
+    def _jvp(self, v: Tensor) -> Tensor:
         vd = self.unflatten(v)
         out = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
         with self._mode():
@@ -275,60 +334,7 @@ class HessianLinearOperator:
         self.num_matvecs += 1
         return out
 
-    def matvec(self, v: Tensor) -> Tensor:
-        r"""Computes :math:`Hv` by forward-over-reverse differentiation.
-
-        Args:
-            v: 1-D tensor of ``n`` elements (cast to ``dtype``, moved to ``device``).
-
-        Returns:
-            :math:`Hv`, 1-D, in ``dtype`` on ``device``.
-
-        Raises:
-            NondeterministicOperatorError: On the first call with the guard enabled, if a second
-                evaluation of the same product differs.
-        """
-        v = self._check_vector(v)
-        out = self._matvec(v)
-        if not self._checked:
-            again = self._matvec(v)
-            scale = max(float(out.norm()), float(again.norm()), torch.finfo(self.dtype).tiny)
-            diff = float((out - again).norm()) / scale
-            if not diff <= math.sqrt(torch.finfo(self.dtype).eps):
-                raise NondeterministicOperatorError(
-                    f"two identical Hessian-vector products differ (relative {diff:.3g}); the "
-                    f"model is random in bn_mode={self.bn_mode!r} (dropout?). Use bn_mode='eval' "
-                    "or remove the random modules."
-                )
-            self._checked = True
-        return out
-
-    def matmat(self, m: Tensor) -> Tensor:
-        """Computes :math:`HM` column by column for ``M`` of shape ``(n, k)``."""
-        if m.dim() != 2:
-            raise ValueError(f"matmat expects a 2-D (n, k) tensor, got {tuple(m.shape)}")
-        cols = [self.matvec(m[:, j]) for j in range(m.shape[1])]
-        if not cols:
-            return torch.zeros(self.shape[0], 0, dtype=self.dtype, device=self.device)
-        return torch.stack(cols, dim=1)
-
-    def __matmul__(self, other: Tensor) -> Tensor:
-        return self.matvec(other) if other.dim() == 1 else self.matmat(other)
-
-    def matvec_double_backward(self, v: Tensor) -> Tensor:
-        r"""Computes :math:`Hv` as PyHessian and Listing 1 do: :math:`\nabla_\theta (g^T v)`.
-
-        Reverse-over-reverse: a backward pass with ``create_graph=True`` gives :math:`g`, a second
-        one differentiates :math:`g^T v`. Kept for benchmarks against :meth:`matvec`; runs on
-        detached leaf copies through ``torch.autograd.grad`` (no ``.grad`` is written).
-
-        Args:
-            v: 1-D tensor of ``n`` elements.
-
-        Returns:
-            :math:`Hv`, 1-D, in ``dtype`` on ``device``.
-        """
-        v = self._check_vector(v)
+    def _double_backward(self, v: Tensor) -> Tensor:
         vd = self.unflatten(v)
         leaves = {n: p.detach().requires_grad_(True) for n, p in self._params.items()}
         out = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
@@ -346,14 +352,176 @@ class HessianLinearOperator:
                 if not isinstance(dot, Tensor) or not dot.requires_grad:
                     continue  # the loss is at most linear in theta on this batch
                 hv = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
-                out += w * torch.cat(
-                    [
-                        (h if h is not None else torch.zeros_like(p)).reshape(-1)
-                        for h, p in zip(hv, leaves.values(), strict=True)
-                    ]
-                )
+                out += w * self._flat(hv)
         self.num_matvecs += 1
         return out
+
+    def _build_graph(self) -> None:
+        """Builds and keeps the gradient graph of every batch (``"retained"`` products)."""
+        leaves = [p.detach().requires_grad_(True) for p in self._params.values()]
+        named = dict(zip(self.names, leaves, strict=True))
+        graphs = []
+        with self._mode(), torch.enable_grad():
+            for x, y, w in self._weights():
+                value = self._batch_loss(named, x, y)
+                g = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+                keep = [i for i, gi in enumerate(g) if gi is not None and gi.requires_grad]
+                graphs.append(([g[i] for i in keep], keep, w))
+        self._graph = (leaves, graphs)
+
+    def _retained(self, v: Tensor) -> Tensor:
+        if self._graph is None:
+            self._build_graph()
+        leaves, graphs = self._graph
+        vs = list(self.unflatten(v).values())
+        out = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
+        for g, keep, w in graphs:
+            if not g:
+                continue  # the loss is at most linear in theta on this batch
+            hv = torch.autograd.grad(
+                g, leaves, grad_outputs=[vs[i] for i in keep], retain_graph=True, allow_unused=True
+            )
+            out += w * self._flat(hv)
+        self.num_matvecs += 1
+        return out
+
+    def _product(self, method: str, v: Tensor) -> Tensor:
+        if method == "jvp":
+            return self._jvp(v)
+        if method == "double_backward":
+            return self._double_backward(v)
+        return self._retained(v)
+
+    def _timed(self, method: str, v: Tensor) -> Tensor:
+        """One product by ``method``, its time appended to :attr:`method_times`."""
+        if method == "retained" and self._graph is None:
+            self._build_graph()  # paid once, not part of the per-product time
+        sync = self.device.type == "cuda"
+        if sync:
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        out = self._product(method, v)
+        if sync:
+            torch.cuda.synchronize(self.device)
+        self.method_times[method].append(time.perf_counter() - start)
+        return out
+
+    def _next_candidate(self) -> str:
+        return min(self.method_times, key=lambda m: len(self.method_times[m]))
+
+    def _settle(self) -> None:
+        """Ends ``"auto"``'s timing once every candidate has ``AUTO_ROUNDS`` products."""
+        if all(len(t) >= AUTO_ROUNDS for t in self.method_times.values()):
+            self._chosen = min(self.method_times, key=lambda m: min(self.method_times[m]))
+            if self._chosen != "retained":
+                self._graph = None  # free the retained graph
+
+    def _guard(self, v: Tensor, out: Tensor, method: str) -> None:
+        """The determinism guard: a fresh evaluation of the same product must agree."""
+        if self._chosen is None:  # "auto": the next candidate, timed as one of its rounds
+            again = self._timed(self._next_candidate(), v)
+        elif method == "retained":
+            again = self._double_backward(v)
+        else:
+            again = self._product(method, v)
+        scale = max(float(out.norm()), float(again.norm()), torch.finfo(self.dtype).tiny)
+        diff = float((out - again).norm()) / scale
+        if not diff <= math.sqrt(torch.finfo(self.dtype).eps):
+            raise NondeterministicOperatorError(
+                f"two identical Hessian-vector products differ (relative {diff:.3g}); the "
+                f"model is random in bn_mode={self.bn_mode!r} (dropout?). Use bn_mode='eval' "
+                "or remove the random modules."
+            )
+        self._checked = True
+
+    def matvec(self, v: Tensor) -> Tensor:
+        r"""Computes :math:`Hv` by the operator's method (see the class documentation).
+
+        Args:
+            v: 1-D tensor of ``n`` elements (cast to ``dtype``, moved to ``device``).
+
+        Returns:
+            :math:`Hv`, 1-D, in ``dtype`` on ``device``.
+
+        Raises:
+            NondeterministicOperatorError: On the first call with the guard enabled, if a second
+                evaluation of the same product differs.
+        """
+        v = self._check_vector(v)
+        if self._chosen is None:
+            method = self._next_candidate()
+            out = self._timed(method, v)
+        else:
+            method = self._chosen
+            out = self._product(method, v)
+        if not self._checked:
+            self._guard(v, out, method)
+        if self._chosen is None:
+            self._settle()
+        return out
+
+    def matmat(self, m: Tensor) -> Tensor:
+        """Computes :math:`HM` column by column for ``M`` of shape ``(n, k)``."""
+        if m.dim() != 2:
+            raise ValueError(f"matmat expects a 2-D (n, k) tensor, got {tuple(m.shape)}")
+        cols = [self.matvec(m[:, j]) for j in range(m.shape[1])]
+        if not cols:
+            return torch.zeros(self.shape[0], 0, dtype=self.dtype, device=self.device)
+        return torch.stack(cols, dim=1)
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        return self.matvec(other) if other.dim() == 1 else self.matmat(other)
+
+    def matvec_jvp(self, v: Tensor) -> Tensor:
+        r"""Computes :math:`Hv` by forward-over-reverse differentiation (method ``"jvp"``).
+
+        .. math:: Hv = \sum_b \frac{|B_b|}{N}\,
+            \frac{\partial}{\partial t} \nabla_\theta \bar\ell_b(\theta + t v)\Big|_{t=0}
+
+        (``torch.func.jvp`` of ``torch.func.grad``, see :func:`make_hvp`): per batch one forward
+        and one backward pass carrying dual numbers, no graph kept. Bypasses the determinism guard.
+
+        Args:
+            v: 1-D tensor of ``n`` elements.
+
+        Returns:
+            :math:`Hv`, 1-D, in ``dtype`` on ``device``.
+        """
+        return self._jvp(self._check_vector(v))
+
+    def matvec_double_backward(self, v: Tensor) -> Tensor:
+        r"""Computes :math:`Hv` as PyHessian and Listing 1 do: :math:`\nabla_\theta (g^T v)`.
+
+        Reverse-over-reverse (method ``"double_backward"``): per batch a backward pass with
+        ``create_graph=True`` gives :math:`g`, a second one differentiates :math:`g^T v`; runs on
+        detached leaf copies through ``torch.autograd.grad`` (no ``.grad`` is written). Bypasses
+        the determinism guard.
+
+        Args:
+            v: 1-D tensor of ``n`` elements.
+
+        Returns:
+            :math:`Hv`, 1-D, in ``dtype`` on ``device``.
+        """
+        return self._double_backward(self._check_vector(v))
+
+    def matvec_retained(self, v: Tensor) -> Tensor:
+        r"""Computes :math:`Hv` by a backward pass through the retained gradient graph.
+
+        Method ``"retained"``: the first call builds :math:`g = \nabla_\theta \bar\ell_b` of
+        every batch with ``create_graph=True`` and keeps the graphs (and their memory) on the
+        operator; each product is then :math:`\sum_b \frac{|B_b|}{N}\nabla_\theta (g_b^T v)`
+        by ``torch.autograd.grad(..., retain_graph=True)``, one backward pass per batch. The graph
+        is built with the model's flags set for ``bn_mode`` and freezes any randomness of that
+        evaluation. Bypasses the determinism guard.
+
+        Args:
+            v: 1-D tensor of ``n`` elements.
+
+        Returns:
+            :math:`Hv`, 1-D, in ``dtype`` on ``device``.
+        """
+        return self._retained(self._check_vector(v))
 
     def _gradient_and_loss(self) -> tuple[Tensor, float]:
         if self._grad_cache is None:
@@ -406,8 +574,20 @@ class HessianLinearOperator:
 
 
 def time_matvec(op: HessianLinearOperator, method: str = "jvp", repeats: int = 5) -> float:
-    """Median wall time in seconds of one product (``"jvp"`` or ``"double_backward"``)."""
-    fn = op.matvec if method == "jvp" else op.matvec_double_backward
+    """Median wall time in seconds of one product by ``method``.
+
+    ``method`` is ``"jvp"``, ``"double_backward"``, ``"retained"`` (the graph is built by the
+    warm-up call) or ``"matvec"`` (the operator's own :meth:`~HessianLinearOperator.matvec`).
+    """
+    fns = {
+        "jvp": op.matvec_jvp,
+        "double_backward": op.matvec_double_backward,
+        "retained": op.matvec_retained,
+        "matvec": op.matvec,
+    }
+    if method not in fns:
+        raise ValueError(f"method must be one of {sorted(fns)}, got {method!r}")
+    fn = fns[method]
     g = torch.Generator().manual_seed(0)
     v = torch.randn(op.shape[0], generator=g, dtype=torch.float64)
     fn(v)  # warm-up (and the determinism guard)

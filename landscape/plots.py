@@ -89,3 +89,18 @@ def plot_density(
         heading += f"\ntr(H) = {tr.attrs['trace']:.4g} ± {tr.attrs['stderr']:.2g}"
     ax.set_title(heading, fontsize=9)
     _save(fig, out)
+
+
+def plot_soa(soa: str | Path, out: str | Path, title: str | None = None) -> None:
+    """A curve's points with the local quadratic at each (red) and the actual loss (grey)."""
+    art = store.open(soa)
+    lam, offsets = art["lambda"], art["offset"]
+    fig, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
+    for i, center in enumerate(lam):
+        if "local_loss" in art:
+            ax.plot(center + offsets, art["local_loss"][i], color="0.6", lw=2)
+        ax.plot(center + offsets, art["quadratic"][i], color="tab:red", lw=1)
+    ax.plot(lam, art["loss"], "k.", ms=6)
+    ax.set(xlabel="lambda", ylabel="loss")
+    ax.set_title(title or Path(soa).stem, fontsize=9)
+    _save(fig, out)

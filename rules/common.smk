@@ -17,9 +17,11 @@ from landscape.config import (
     check_references,
     checkpoint_epochs,
     direction_references,
+    direction_spec,
     evaluation_spec,
     hdf5_environment,
     hessian_spec,
+    soa_spec,
     run_spec,
     run_wildcards,
     selected_epochs,
@@ -58,6 +60,10 @@ GPU = int(
 SPECTRUM = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/spectrum.h5"
 DENSITY = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/density.h5"
 TRACE = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/trace.h5"
+LOSS_CHANGE = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/loss_change.h5"
+SOA = "results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5"
+SOA_FIGURE = "results/figures/soa/{dataset}/{model}/{run}/epoch{epoch}/{soa}.png"
+ANGLES = "results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5"
 DENSITY_FIGURE = (
     "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png"
 )
@@ -73,6 +79,7 @@ wildcard_constraints:
     direction="|".join(config["directions"]) or "(?!)",
     curve="|".join(config["curves"]) or "(?!)",
     surface="|".join(config["surfaces"]) or "(?!)",
+    soa="|".join(config["soa"]) or "(?!)",
     epoch=r"\d+",
 
 
@@ -96,9 +103,8 @@ def get_previous_checkpoint(wildcards):
 
 def get_final_checkpoint(wildcards):
     """The last checkpoint of a run."""
-    return CHECKPOINT.format(
-        **wildcards, epoch=config["runs"][wildcards.run]["train"]["epochs"]
-    )
+    final = config["runs"][wildcards.run]["train"]["epochs"]
+    return CHECKPOINT.format(**{**dict(wildcards.items()), "epoch": final})
 
 
 def get_direction_references(wildcards):
@@ -124,10 +130,15 @@ def get_direction_dataset(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
-def get_curve_direction(wildcards):
-    """The direction file a curve runs along, at the curve's checkpoint."""
-    direction = config["curves"][wildcards.curve]["direction"]
-    return DIRECTION.format(**{**dict(wildcards.items()), "direction": direction})
+def direction_of(family):
+    """Input function: the direction file a curve or soa block names, at its checkpoint."""
+    key = family[:-1] if family.endswith("s") else family
+
+    def get(wildcards):
+        direction = config[family][wildcards[key]]["direction"]
+        return DIRECTION.format(**{**dict(wildcards.items()), "direction": direction})
+
+    return get
 
 
 def get_surface_directions(wildcards):
@@ -144,7 +155,7 @@ def history_targets():
 
 def instances(family, pattern):
     """``pattern`` filled for every curve or surface at every selected run and epoch."""
-    key = family[:-1]
+    key = family[:-1] if family.endswith("s") else family
     return [
         pattern.format(**run_wildcards(config, run), epoch=epoch, **{key: name})
         for name in config[family]
@@ -158,7 +169,17 @@ def hessian_targets():
     block = config["hessian"]
     return [
         pattern.format(**run_wildcards(config, run), epoch=epoch)
-        for pattern in (SPECTRUM, DENSITY, TRACE, DENSITY_FIGURE)
+        for pattern in (SPECTRUM, DENSITY, TRACE, LOSS_CHANGE, DENSITY_FIGURE)
+        for run in block_runs(config, block)
+        for epoch in block_epochs(config, block, run)
+    ]
+
+
+def angles_targets():
+    """The V5 angle files at every run and epoch ``angles`` selects."""
+    block = config["angles"]
+    return [
+        ANGLES.format(**run_wildcards(config, run), epoch=epoch)
         for run in block_runs(config, block)
         for epoch in block_epochs(config, block, run)
     ]

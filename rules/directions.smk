@@ -14,7 +14,7 @@ rule make_direction:
         mem_mb=2000,
         runtime=30,
     params:
-        spec=lambda w: canonical(config["directions"][w.direction]),
+        spec=lambda w: canonical(direction_spec(config, w.direction)),
         dataset=lambda w: canonical(get_direction_dataset(w)),
         device=config["device"],
     script:

@@ -1,7 +1,7 @@
 rule compute_curve:
     input:
         checkpoint=rules.train_model.output.checkpoint,
-        direction=get_curve_direction,
+        direction=direction_of("curves"),
     output:
         curve=CURVE,
     log:

@@ -25,6 +25,9 @@ rule write_catalog:
         surfaces=instances("surfaces", SURFACE),
         surface_figures=instances("surfaces", SURFACE_FIGURE),
         hessian=hessian_targets(),
+        soa=instances("soa", SOA),
+        soa_figures=instances("soa", SOA_FIGURE),
+        angles=angles_targets(),
         tables=rules.write_curve_table.output.csv,
     output:
         csv="results/catalog.csv",

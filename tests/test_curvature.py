@@ -10,7 +10,14 @@ from torch.func import functional_call
 
 from landscape import store
 from landscape.config import ConfigError, check_references
-from landscape.curvature import compute_density, compute_spectrum, compute_trace
+from landscape.curvature import (
+    compute_angles,
+    compute_density,
+    compute_loss_change,
+    compute_soa,
+    compute_spectrum,
+    compute_trace,
+)
 from landscape.data import load_data
 from landscape.directions import eigenvector, trainable, write_direction
 from landscape.train import load_model, train_model
@@ -136,3 +143,76 @@ def test_config_checks_eigenvector_directions():
     config["directions"] = {"ne1": {"kind": "eigenvector", "which": "SA", "index": 1}}
     with pytest.raises(ConfigError, match=r"directions\.ne1\.which: 'SA' is not in"):
         check_references(config)
+
+
+@pytest.fixture(scope="module")
+def gaussian(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("direction") / "gauss.h5"
+    write_direction(checkpoint, out, {"kind": "noise", "seed": 5}, "cpu")
+    return out
+
+
+def reference_loss(checkpoint, direction, lam):
+    """L(theta + lam * eps) over the evaluation set, by load_state_dict and one forward pass."""
+    model, _ = load_model(checkpoint, "cpu")
+    eps = store.open(direction).tensors()
+    state = model.state_dict()
+    for name, d in eps.items():
+        state[name] = state[name] + lam * torch.as_tensor(d)
+    model.load_state_dict(state)
+    split = load_data(DATASET, "cpu").train.subset(SAMPLES)
+    x, y = next(iter(split.batches(SAMPLES)))
+    with torch.no_grad():
+        return F.cross_entropy(model.eval()(x), y).item()
+
+
+def test_soa_points_and_local_quadratics(checkpoint, gaussian, tmp_path):
+    out = tmp_path / "soa.h5"
+    spec = {**SPEC, "lambda": {"min": -1.0, "max": 0.0, "num": 3}, "half_width": 0.05}
+    compute_soa(checkpoint, gaussian, out, {**spec, "num_local": 5}, DATASET, device="cpu")
+    art = store.open(out)
+    np.testing.assert_allclose(art["lambda"], [-1.0, -0.5, 0.0])
+    for i, lam in enumerate(art["lambda"]):
+        assert art["loss"][i] == pytest.approx(reference_loss(checkpoint, gaussian, lam), rel=1e-5)
+        assert art["quadratic"][i, 2] == pytest.approx(art["loss"][i], rel=1e-6)  # offset 0
+        edge = reference_loss(checkpoint, gaussian, lam + 0.05)
+        assert art["local_loss"][i, 4] == pytest.approx(edge, rel=1e-5)
+        # A quadratic over +-0.05 of a smooth loss: within a few percent of the loss change.
+        change = abs(edge - art["loss"][i])
+        assert abs(art["quadratic"][i, 4] - edge) < 0.05 * change + 1e-6
+    assert art.dims["quadratic"] == ("lambda", "offset")
+
+
+def test_loss_change_against_the_trace(checkpoint, tmp_path):
+    trace = tmp_path / "trace.h5"
+    compute_trace(checkpoint, trace, {**SPEC, "trace": {"matvecs": 30}}, DATASET, device="cpu")
+    out = tmp_path / "loss_change.h5"
+    sub = {"lambdas": [0.001, 0.01], "sigma": 1.0, "num_samples": 20, "seed": 1}
+    spec = {**SPEC, "dtype": "float64", "loss_change": sub}
+    compute_loss_change(checkpoint, trace, out, spec, DATASET, device="cpu")
+    art = store.open(out)
+    tr = store.open(trace).attrs["trace"]
+    np.testing.assert_allclose(art["predicted_mean"], 0.5 * np.array([1e-6, 1e-4]) * tr)
+    assert art["actual"].shape == (20, 2) and art.dims["actual"] == ("sample", "lambda")
+    lam = art["lambda"]
+    expected = art["slope"][:, None] * lam + 0.5 * art["curvature"][:, None] * lam**2
+    np.testing.assert_allclose(art["soa"], expected, rtol=1e-12)
+    # ReLU kinks crossed by a perturbation break the quadratic for a few samples only.
+    actual, soa = art["actual"][:, 0], art["soa"][:, 0]
+    assert np.median(np.abs(soa - actual) / np.abs(actual)) < 0.01
+
+
+def test_angles_of_gaussians_are_near_ninety_degrees(checkpoint, tmp_path):
+    out = tmp_path / "angles.h5"
+    spec = {"num_directions": 30, "batches": 2, "batch_size": 64, "seed": 0}
+    epoch0 = checkpoint.with_name("epoch0.pt")
+    compute_angles(epoch0, checkpoint, out, spec, DATASET, device="cpu")
+    art = store.open(out)
+    assert art.attrs["descent_names"] == ["g_batch[0]", "g_batch[1]", "theta_f - theta_cur"]
+    gaussian = art["gaussian"]
+    assert gaussian.shape == (30, 3)
+    n = sum(p.numel() for p in trainable(load_model(checkpoint, "cpu")[0]).values())
+    assert np.abs(gaussian - 90).max() < 5 * 57.3 / np.sqrt(n)  # 90 +- 57.3 / sqrt(n) degrees
+    np.testing.assert_allclose(np.diag(art["between"]), 0.0, atol=1e-12)
+    # theta_f - theta_0 is a descent direction: it makes an acute angle with the batch gradients.
+    assert (art["between"][:2, 2] < 90).all()
