@@ -404,7 +404,7 @@ def benchmark_model(
     )
 
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    variants = [("auto", True), ("batched", True), ("batched", False)]
+    variants = [("auto", None), ("batched", True), ("batched", False)]
     variants += [("pointwise", True), ("pointwise", False)]
     calls: dict[str, Callable[[], object]] = {}
     for strategy, first in variants:
@@ -416,7 +416,8 @@ def benchmark_model(
 
         label = f"engine {strategy}, first_layer {'on' if first else 'off'}"
         if strategy == "auto":
-            label = f"engine auto (= {'pointwise' if has_conv else 'batched'}), first_layer on"
+            chosen = "pointwise, first_layer off" if has_conv else "batched, first_layer on"
+            label = f"engine auto (= {chosen})"
         t, vals, notes = timed(call)
         row = compared(
             Row(name, label, upbn, t, points, flops, notes=notes, engine=True), vals, ref
