@@ -336,7 +336,7 @@ def direction_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
     >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "target": {"epoch": 0},
     ...     "seed": 3, "index": 1, "sign": "none"}}}, "d")
-    {'kind': 'checkpoint', 'sign': 'none', 'target': {'epoch': 0}}
+    {'kind': 'checkpoint', 'target': {'epoch': 0}, 'sign': 'none'}
     >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "seed": 3,
     ...     "sign": "consistent"}}}, "d")["seed"]
     3

@@ -76,7 +76,7 @@ def test_caching_reruns_only_what_changed(workdir):
     edit_config(workdir, lambda c: c["directions"]["gauss_filnorm"].update(seed=7))
     before = snapshot(workdir)
     snakemake(workdir)
-    expected = {"catalog.csv"}
+    expected = {"catalog.csv", "tables/curve_taxonomy.csv"}
     for run in ("mlp", "vgg_bn"):
         expected |= {
             f"digits/{run}/{run}/directions/epoch2/gauss_filnorm.h5",
@@ -94,6 +94,7 @@ def test_caching_reruns_only_what_changed(workdir):
     snakemake(workdir)
     expected = {
         "catalog.csv",
+        "tables/curve_taxonomy.csv",
         "digits/mlp/mlp/checkpoints/epoch0.pt",
         "digits/mlp/mlp/checkpoints/epoch1.pt",
         "digits/mlp/mlp/checkpoints/epoch2.pt",
