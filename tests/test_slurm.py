@@ -17,7 +17,8 @@ from workflow_utils import assert_same_results
 
 pytestmark = pytest.mark.workflow
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
+# One BN run and a sharded surface: every kind of job, few enough to keep the test short.
+CONFIG = REPO / "tests" / "configs" / "reliability.yaml"
 GPU_RULES = (
     "train_model",
     "compute_curve",
@@ -73,10 +74,10 @@ def test_slurm_profile_reproduces_a_local_run(tmp_path):
     local, cluster = tmp_path / "local", tmp_path / "cluster"
     for wd in (local, cluster):
         wd.mkdir()
-        shutil.copy(TINY, wd / "config.yaml")
+        shutil.copy(CONFIG, wd / "config.yaml")
     run(local, "--cores", "2")
     log = run(cluster, "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "4", *TEST_CLUSTER)
 
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
-    assert len(submitted) >= 10, f"too few jobs went through sbatch: {submitted}"
+    assert len(submitted) >= 8, f"too few jobs went through sbatch: {submitted}"
     assert_same_results(local / "results", cluster / "results")
