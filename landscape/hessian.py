@@ -21,13 +21,15 @@ of three methods: forward-over-reverse differentiation (``"jvp"``: ``torch.func.
 f-dangel/curvlinops), reverse-over-reverse (``"double_backward"``: PyHessian's and Listing 1's
 :math:`\nabla_\theta(g^T v)`), or reverse over a gradient graph built once and retained
 (``"retained"``: one backward pass per product, as PyHessian does for a single batch).
-``method="auto"`` (the default) times the candidates on the first products and keeps the fastest.
+``method="auto"`` (the default) takes the retained graph for a single batch and otherwise times
+forward-over-reverse against reverse-over-reverse on the first products and keeps the faster.
 On top of it:
 
 - :func:`lanczos`: extreme eigenpairs by Lanczos with full reorthogonalization on the device
   (``which="LA"`` top-k, the paper's P.E.; ``"SA"`` most negative, N.E.), with residuals.
 - :func:`eigsh_topk`: the same through ``scipy.sparse.linalg.eigsh`` (the paper's Listing 1).
-- :func:`hutchinson`, :func:`hutchpp`: stochastic trace estimates with standard errors.
+- :func:`hutchinson`, :func:`hutchpp`, :func:`xtrace`: stochastic trace estimates with standard
+  errors.
 - :func:`slq_density`: stochastic Lanczos quadrature spectral density (Ghorbani et al. 2019,
   PyHessian's ``density``/``density_generate``, the paper's Listing 2).
 - :func:`directional_derivatives`, :func:`soa_loss_change`: the second-order approximation
@@ -53,10 +55,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, jvp
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+# retained graphs: (leaves, [(grads kept, their indices, batch weight, batch loss) per batch])
+_Graph = tuple[list[Tensor], list[tuple[list[Tensor], list[int], float, float]]]
 BN_MODES = ("eval", "train")
 METHODS = ("auto", "jvp", "double_backward", "retained")
 WHICH = ("LA", "SA", "LM", "BE")
-AUTO_ROUNDS = 2  # timed products per candidate before method="auto" settles
+AUTO_ROUNDS = 1  # timed products per candidate before method="auto" settles
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
@@ -142,23 +146,26 @@ class HessianLinearOperator:
       once (on the first such product) and kept, so that a product is the second backward pass
       only. It holds every batch's graph at once: memory grows with the number of batches (with
       one batch its peak is that of a double-backward product).
-    - ``"auto"`` (default): the first ``AUTO_ROUNDS`` products of each candidate (``"jvp"``,
-      ``"double_backward"``, and ``"retained"`` when there is a single batch) are timed in turn,
-      then :meth:`matvec` keeps the fastest (by its best time; the retained graph's construction
-      is not counted, being paid once). Every one of these products is a valid result, so the
-      choice costs no extra product. The choice depends on the model, the batch, the dtype and
-      the device: forward-over-reverse is slower than reverse-over-reverse for small CPU models,
-      and a retained graph is fastest wherever its memory is affordable. See
-      :attr:`chosen_method` and :attr:`method_times`.
+    - ``"auto"`` (default): with a single batch, ``"retained"``: its product is the second half
+      of a double-backward product, and it was 1.5-5x faster than forward-over-reverse and
+      1.3-2x faster than double backward for the models of ``benchmarks/hessian.py`` (CPU,
+      float32 and float64), for the memory of one double-backward product. With several
+      batches (where ``"retained"`` would hold them all), the first ``AUTO_ROUNDS`` products of
+      ``"jvp"`` and of ``"double_backward"`` are timed in turn (the determinism guard's second
+      product is one of them) and :meth:`matvec` keeps the faster. Every timed product is a
+      valid result, so the choice costs no extra product. See :attr:`chosen_method` and
+      :attr:`method_times`.
 
     All methods give the same :math:`Hv` up to rounding (tested against dense float64 Hessians).
 
-    The determinism guard (``check_deterministic``) recomputes the first product of
-    :meth:`matvec` by a fresh evaluation (the same method, or ``"double_backward"`` after a
-    ``"retained"`` product, whose graph freezes any randomness; with ``"auto"``, the second
-    candidate, which also times it) and raises :class:`NondeterministicOperatorError` if the two
-    differ by more than :math:`\sqrt{\varepsilon_\text{dtype}}` in relative norm (this tolerates
-    nondeterministic GPU reductions and the methods' rounding differences, not dropout).
+    The determinism guard (``check_deterministic``) re-evaluates on the first call of
+    :meth:`matvec` and raises :class:`NondeterministicOperatorError` if the two evaluations differ
+    by more than :math:`\sqrt{\varepsilon_\text{dtype}}` in relative norm (this tolerates
+    nondeterministic GPU reductions and the methods' rounding differences, not dropout). With
+    ``"jvp"`` and ``"double_backward"`` it recomputes the first product (with ``"auto"`` by the
+    second candidate, which times it at the same time); with ``"retained"``, whose graph freezes
+    any randomness of the evaluation it was built from, it compares a fresh forward pass's loss
+    with that evaluation's, per batch (a forward pass instead of a product).
 
     Args:
         model: The network; its trainable parameters define :math:`\theta`.
@@ -235,15 +242,14 @@ class HessianLinearOperator:
         self._checked = not check_deterministic
         self._grad_cache: tuple[Tensor, float] | None = None
         self.method = method
-        self._graph: tuple[list[Tensor], list[tuple[list[Tensor], list[int], float]]] | None = None
+        self._graph: _Graph | None = None
+        self._chosen: str | None = method
+        candidates = [method]
         if method == "auto":
-            candidates = ["jvp", "double_backward"]
             if len(self._batches) == 1:
-                candidates.append("retained")
-            self._chosen: str | None = None
-        else:
-            candidates = [method]
-            self._chosen = method
+                self._chosen = candidates[0] = "retained"
+            else:
+                self._chosen, candidates = None, ["jvp", "double_backward"]
         self.method_times: dict[str, list[float]] = {c: [] for c in candidates}
 
     # ---------------------------------------------------------------- helpers
@@ -366,7 +372,7 @@ class HessianLinearOperator:
                 value = self._batch_loss(named, x, y)
                 g = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
                 keep = [i for i, gi in enumerate(g) if gi is not None and gi.requires_grad]
-                graphs.append(([g[i] for i in keep], keep, w))
+                graphs.append(([g[i] for i in keep], keep, w, float(value.detach())))
         self._graph = (leaves, graphs)
 
     def _retained(self, v: Tensor) -> Tensor:
@@ -374,8 +380,15 @@ class HessianLinearOperator:
             self._build_graph()
         leaves, graphs = self._graph
         vs = list(self.unflatten(v).values())
+        if len(graphs) == 1 and graphs[0][0] and graphs[0][2] == 1.0:  # one batch: no sum
+            g, keep, _, _ = graphs[0]
+            hv = torch.autograd.grad(
+                g, leaves, grad_outputs=[vs[i] for i in keep], retain_graph=True, allow_unused=True
+            )
+            self.num_matvecs += 1
+            return self._flat(hv)
         out = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
-        for g, keep, w in graphs:
+        for g, keep, w, _ in graphs:
             if not g:
                 continue  # the loss is at most linear in theta on this batch
             hv = torch.autograd.grad(
@@ -413,24 +426,31 @@ class HessianLinearOperator:
         """Ends ``"auto"``'s timing once every candidate has ``AUTO_ROUNDS`` products."""
         if all(len(t) >= AUTO_ROUNDS for t in self.method_times.values()):
             self._chosen = min(self.method_times, key=lambda m: min(self.method_times[m]))
-            if self._chosen != "retained":
-                self._graph = None  # free the retained graph
 
     def _guard(self, v: Tensor, out: Tensor, method: str) -> None:
-        """The determinism guard: a fresh evaluation of the same product must agree."""
-        if self._chosen is None:  # "auto": the next candidate, timed as one of its rounds
-            again = self._timed(self._next_candidate(), v)
-        elif method == "retained":
-            again = self._double_backward(v)
+        """The determinism guard: a fresh evaluation must agree (see the class documentation)."""
+        tiny = torch.finfo(self.dtype).tiny
+        if method == "retained":  # a fresh forward pass against the graph's own loss
+            with self._mode(), torch.no_grad():
+                fresh = [float(self._batch_loss(self._params, x, y)) for x, y, _ in self._weights()]
+            built = [graph[3] for graph in self._graph[1]]
+            what = "evaluations of the loss"
+            diff = max(
+                abs(a - b) / max(abs(a), abs(b), tiny) for a, b in zip(fresh, built, strict=True)
+            )
         else:
-            again = self._product(method, v)
-        scale = max(float(out.norm()), float(again.norm()), torch.finfo(self.dtype).tiny)
-        diff = float((out - again).norm()) / scale
+            if self._chosen is None:  # "auto": the next candidate, timed as one of its rounds
+                again = self._timed(self._next_candidate(), v)
+            else:
+                again = self._product(method, v)
+            what = "identical Hessian-vector products"
+            scale = max(float(out.norm()), float(again.norm()), tiny)
+            diff = float((out - again).norm()) / scale
         if not diff <= math.sqrt(torch.finfo(self.dtype).eps):
             raise NondeterministicOperatorError(
-                f"two identical Hessian-vector products differ (relative {diff:.3g}); the "
-                f"model is random in bn_mode={self.bn_mode!r} (dropout?). Use bn_mode='eval' "
-                "or remove the random modules."
+                f"two {what} differ (relative {diff:.3g}); the model is random in "
+                f"bn_mode={self.bn_mode!r} (dropout?). Use bn_mode='eval' or remove the random "
+                "modules."
             )
         self._checked = True
 
@@ -464,7 +484,8 @@ class HessianLinearOperator:
         """Computes :math:`HM` column by column for ``M`` of shape ``(n, k)``."""
         if m.dim() != 2:
             raise ValueError(f"matmat expects a 2-D (n, k) tensor, got {tuple(m.shape)}")
-        cols = [self.matvec(m[:, j]) for j in range(m.shape[1])]
+        rows = m.T.contiguous()  # contiguous vectors: strided ones slow every product down
+        cols = [self.matvec(rows[j]) for j in range(m.shape[1])]
         if not cols:
             return torch.zeros(self.shape[0], 0, dtype=self.dtype, device=self.device)
         return torch.stack(cols, dim=1)
@@ -635,7 +656,9 @@ class _Lanczos:
     :math:`w \leftarrow w - \alpha_j v_j`, then orthogonalizes :math:`w` against all previous
     vectors twice (classical Gram-Schmidt, twice is enough), :math:`\beta_j = \|w\|`,
     :math:`v_{j+1} = w / \beta_j`. The basis lives on the operator's device in its dtype. On a
-    breakdown (:math:`\beta_j \approx 0`: an invariant subspace) it either stops (``restart=False``,
+    breakdown (:math:`\beta_j \le \min(10 n \varepsilon, \sqrt\varepsilon) \max(|\alpha|, \beta)`:
+    an invariant subspace; without the :math:`\sqrt\varepsilon` cap a float32 basis of
+    large ``n`` would take an ordinary :math:`\beta_j` for one) it either stops (``restart=False``,
     as SLQ needs: the quadrature is then exact) or continues from a random vector orthogonal to the
     basis with :math:`\beta_j = 0` (eigenvalue search).
     """
@@ -686,7 +709,7 @@ class _Lanczos:
                 grown[: self.V.shape[0]] = self.V
                 self.V = grown
             eps = torch.finfo(self.op.dtype).eps
-            if b <= 10 * self.n * eps * max(self.scale, 1e-300):
+            if b <= min(10 * self.n * eps, math.sqrt(eps)) * max(self.scale, 1e-300):
                 self.beta.append(0.0)
                 if not self.restart:
                     self.stopped = True
@@ -748,6 +771,7 @@ def lanczos(
     max_steps: int | None = None,
     tol: float | None = None,
     seed: int = 0,
+    exact_residuals: bool = True,
 ) -> Eigenpairs:
     r"""Extreme eigenpairs of :math:`H` by Lanczos with full reorthogonalization.
 
@@ -757,10 +781,16 @@ def lanczos(
     :math:`y_i = V_m s_i`. Its residual is known for free,
     :math:`\|Hy_i - \theta_i y_i\| = \beta_m |e_m^T s_i|`; while a wanted pair has
     :math:`\beta_m |e_m^T s_i| > \text{tol} \cdot \max_j |\theta_j|`, the basis is extended
-    (by half its size, no restart) up to ``max_steps``. Full reorthogonalization keeps the basis
+    (by an eighth of its size, at least 3 vectors, no restart) up to ``max_steps``: the test is
+    cheap next to a product, so it is made often and the iteration stops within a few products of
+    convergence. The error of a converged Ritz value is about
+    :math:`(\text{tol} \max_j|\theta_j|)^2 / \text{gap}`. Full reorthogonalization keeps the basis
     orthonormal to working precision, so no spurious copies of converged eigenvalues appear; the
     cost is :math:`O(m n)` memory and :math:`O(m^2 n)` flops besides :math:`m` products. The
-    returned residuals are recomputed with one extra product per pair.
+    returned residuals are recomputed with one extra product per pair (``exact_residuals``), or
+    are the Lanczos estimates :math:`\beta_m |e_m^T s_i|`, which full reorthogonalization keeps
+    equal to the true residuals down to the rounding of a product (about
+    :math:`\varepsilon \|H\|`, a floor the estimates do not show).
 
     Args:
         op: The operator (anything with ``shape``, ``dtype``, ``device``, ``matvec``).
@@ -768,10 +798,14 @@ def lanczos(
         which: ``"LA"`` largest algebraic (top-k, the paper's P.E.), ``"SA"`` smallest algebraic
             (most negative, N.E.), ``"LM"`` largest magnitude, ``"BE"`` ``k // 2`` from the low
             end and the rest from the high end.
-        steps: Initial Krylov dimension, default ``max(2k + 20, 40)``, capped at ``n``.
-        max_steps: Largest Krylov dimension, default ``min(n, 5 * steps)``.
+        steps: Initial Krylov dimension, default ``max(2k + 5, 15)`` (ARPACK's minimum ``ncv``
+            of ``2k + 1`` with a margin against missing an extreme eigenvalue the start vector
+            barely sees), capped at ``n``.
+        max_steps: Largest Krylov dimension, default ``min(n, max(5 * steps, 200))``.
         tol: Relative residual for convergence, default :math:`\sqrt{\varepsilon}` of the dtype.
         seed: Seeds the start vector (and restarts after a breakdown).
+        exact_residuals: Recompute the residuals with ``k`` products (default), or return the
+            free Lanczos estimates.
 
     Returns:
         :class:`Eigenpairs`: eigenvalues most extreme first (descending for ``LA``, ascending for
@@ -781,9 +815,10 @@ def lanczos(
     """
     n = op.shape[0]
     _check_which(which, k, n)
-    steps = min(n, max(2 * k + 20, 40) if steps is None else int(steps))
+    steps = min(n, max(2 * k + 5, 15) if steps is None else int(steps))
     steps = max(steps, k)
-    max_steps = min(n, 5 * steps if max_steps is None else max(int(max_steps), steps))
+    default_max = max(5 * steps, 200)
+    max_steps = min(n, default_max if max_steps is None else max(int(max_steps), steps))
     tol = math.sqrt(torch.finfo(op.dtype).eps) if tol is None else float(tol)
     gen = torch.Generator().manual_seed(seed)
     lz = _Lanczos(op, _probe(n, gen, "gaussian", op.dtype, op.device), gen, restart=True)
@@ -796,7 +831,7 @@ def lanczos(
         scale = max(float(np.max(np.abs(theta))), np.finfo(np.float64).tiny)
         if np.all(estimate <= tol * scale) or lz.m >= max_steps:
             break
-        lz.extend(min(max_steps, lz.m + max(10, lz.m // 2)))
+        lz.extend(min(max_steps, lz.m + max(3, lz.m // 8)))
     if np.any(estimate > tol * scale):
         warnings.warn(
             f"lanczos: {int(np.sum(estimate > tol * scale))} of {k} pairs not converged to "
@@ -808,6 +843,8 @@ def lanczos(
     vectors = lz.V[: lz.m].T @ s_sel
     vectors = vectors / vectors.norm(dim=0, keepdim=True)
     values = theta[idx].astype(np.float64)
+    if not exact_residuals:
+        return Eigenpairs(values, vectors, estimate * 1.0)
     return Eigenpairs(values, vectors, _residuals(op, values, vectors))
 
 
@@ -926,6 +963,61 @@ def hutchpp(op: HessianLinearOperator, num_matvecs: int, seed: int = 0) -> tuple
         samples.append(float(g @ op.matvec(g)))
     arr = np.asarray(samples)
     return exact + float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(q))
+
+
+def xtrace(op: HessianLinearOperator, num_matvecs: int, seed: int = 0) -> tuple[float, float]:
+    r"""XTrace estimate of :math:`\operatorname{tr} H` (Epperly, Tropp and Webber, 2024).
+
+    Hutch++ spends a third of its products on a sketch that its Hutchinson probes never reuse.
+    XTrace uses all :math:`s = m/2` Rademacher vectors :math:`\omega_i` in both roles: with
+    :math:`Y = H\Omega = QR` and the :math:`s` products :math:`HQ`, the estimate is the mean of
+    the :math:`s` leave-one-out Hutch++ estimates
+
+    .. math::
+
+        T_i = \operatorname{tr}(Q_{(i)}^T H Q_{(i)})
+          + \omega_i^T (I - Q_{(i)} Q_{(i)}^T) H (I - Q_{(i)} Q_{(i)}^T) \omega_i,
+
+    :math:`Q_{(i)}` an orthonormal basis of :math:`H\Omega` without column :math:`i`
+    (:math:`Q_{(i)} Q_{(i)}^T = Q (I - s_i s_i^T) Q^T`, :math:`s_i` the normalized
+    :math:`i`-th column of :math:`R^{-T}`), each unbiased. Follows the paper's Algorithm 1 and
+    curvlinops' ``xtrace``; the small dense algebra is done in float64.
+
+    Args:
+        op: The operator.
+        num_matvecs: Total product budget :math:`m`, even, :math:`4 \le m`, :math:`m/2 < n`.
+        seed: Seeds the probes.
+
+    Returns:
+        ``(estimate, standard_error)``; the standard error is the sample standard deviation of
+        the :math:`T_i` over :math:`\sqrt s` (the paper's error estimate; the :math:`T_i` are
+        exchangeable, not independent).
+    """
+    n = op.shape[0]
+    if num_matvecs < 4 or num_matvecs % 2:
+        raise ValueError(f"xtrace needs an even num_matvecs >= 4, got {num_matvecs}")
+    s = num_matvecs // 2
+    if s >= n:
+        raise ValueError(f"xtrace needs num_matvecs / 2 < n = {n}, got {num_matvecs}")
+    f64 = torch.float64
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.stack([_probe(n, gen, "rademacher", op.dtype, op.device) for _ in range(s)], 1)
+    Y = op.matmat(W).to(f64)
+    W = W.to(f64)
+    Q, R = torch.linalg.qr(Y)
+    Z = op.matmat(Q.to(op.dtype)).to(f64)  # HQ
+    eye = torch.eye(s, dtype=f64, device=Q.device)
+    Rti = torch.linalg.solve_triangular(R, eye, upper=True).T  # R^{-T}
+    S = Rti / Rti.norm(dim=0, keepdim=True)
+    QtZ = Q.T @ Z
+    T = torch.sum(Q * Z) - torch.einsum("ij,ik,kj->j", S, QtZ, S)  # tr(Q_i^T H Q_i)
+    QtW = Q.T @ W
+    HPw = Y - Z @ (QtW - S * torch.sum(S * QtW, 0))  # H (I - Q_i Q_i^T) w_i, column i
+    QtHPw = Q.T @ HPw
+    PHPw = HPw - Q @ (QtHPw - S * torch.sum(S * QtHPw, 0))
+    T = T + torch.sum(W * PHPw, 0)
+    arr = T.cpu().numpy()
+    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(s))
 
 
 # --------------------------------------------------------------------------- density

@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from landscape.hessian import (
+    METHODS,
     HessianLinearOperator,
     NondeterministicOperatorError,
     _probe,
@@ -29,6 +30,8 @@ from landscape.hessian import (
     lanczos,
     slq_density,
     soa_loss_change,
+    time_matvec,
+    xtrace,
 )
 from landscape.models import build_model
 from landscape.params import unflatten
@@ -116,6 +119,66 @@ def test_matvec_matches_dense_and_batch_weighting(name, models, data, dense):
         + HessianLinearOperator(models[name], [(x[150:], y[150:])], dtype=F64).matvec(v)
     )
     assert rel(naive, H @ v) > 1e-4
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_matches_dense(name, method, models, data, dense):
+    """Each product method, with one batch and with two, against the dense float64 Hessian."""
+    H = dense[name][0]
+    x, y = data
+    g = torch.Generator().manual_seed(6)
+    for batches in ([(x, y)], [(x[:150], y[:150]), (x[150:], y[150:])]):
+        op = HessianLinearOperator(models[name], batches, dtype=F64, method=method)
+        for _ in range(3):  # the guard, then "auto"'s timing, then its choice
+            v = torch.randn(op.shape[0], generator=g, dtype=F64)
+            assert rel(op.matvec(v), H @ v) < 1e-10
+        assert rel(op.matvec_jvp(v), H @ v) < 1e-10
+        assert rel(op.matvec_double_backward(v), H @ v) < 1e-10
+        assert rel(op.matvec_retained(v), H @ v) < 1e-10
+        if method != "auto":
+            assert op.chosen_method == method
+        elif len(batches) == 1:
+            assert op.chosen_method == "retained"  # documented choice for a single batch
+        else:
+            assert op.chosen_method in ("jvp", "double_backward")
+            assert all(len(t) == 1 for t in op.method_times.values())
+        assert method in repr(op)
+
+
+def test_auto_timing_and_counts(models, data):
+    x, y = data
+    batches = [(x[:100], y[:100]), (x[100:], y[100:])]
+    op = HessianLinearOperator(models["mlp"], batches, check_deterministic=False)
+    v = torch.randn(op.shape[0])
+    assert op.chosen_method is None
+    op.matvec(v)  # jvp, timed
+    assert op.chosen_method is None and op.num_matvecs == 1
+    op.matvec(v)  # double backward, timed; then the faster is kept
+    assert op.chosen_method in ("jvp", "double_backward") and op.num_matvecs == 2
+    assert set(op.method_times) == {"jvp", "double_backward"}
+    guarded = HessianLinearOperator(models["mlp"], batches)
+    guarded.matvec(v)  # the guard's fresh product is the second candidate's timing
+    assert guarded.chosen_method is not None and guarded.num_matvecs == 2
+    single = HessianLinearOperator(models["mlp"], [data])
+    single.matvec(v)  # retained; its guard is a forward pass, not a product
+    assert single.chosen_method == "retained" and single.num_matvecs == 1
+    for method in ("jvp", "double_backward", "retained", "matvec"):
+        assert time_matvec(single, method, repeats=2) > 0
+    with pytest.raises(ValueError, match="method"):
+        time_matvec(single, "forward")
+
+
+def test_retained_guard_sees_dropout(data):
+    """The retained graph freezes a dropout mask; the guard's fresh product does not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Dropout(0.5), nn.Linear(8, 10))
+    x, y = data
+    v = torch.randn(sum(p.numel() for p in model.parameters()))
+    for method in ("retained", "auto"):
+        op = HessianLinearOperator(model, [(x[:16], y[:16])], bn_mode="train", method=method)
+        with pytest.raises(NondeterministicOperatorError, match="dropout"):
+            op.matvec(v)
 
 
 @pytest.mark.parametrize("name", ["mlp", "vgg"])
@@ -213,6 +276,17 @@ def test_lanczos_and_eigsh_extreme_pairs(name, ops, dense):
     np.testing.assert_allclose(both.eigenvalues, evals[[0, n - 1]], rtol=1e-8)
 
 
+def test_lanczos_estimated_residuals(ops, dense):
+    op = ops["mlp"]
+    evals = np.linalg.eigvalsh(dense["mlp"][0].numpy())
+    est = lanczos(op, 3, which="LA", tol=1e-10, max_steps=op.shape[0], exact_residuals=False)
+    np.testing.assert_allclose(est.eigenvalues, evals[::-1][:3], rtol=1e-8)
+    exact = lanczos(op, 3, which="LA", tol=1e-10, max_steps=op.shape[0])
+    scale = np.abs(evals).max()
+    assert np.all(est.residuals <= 1e-10 * scale)
+    assert np.all(np.abs(est.residuals - exact.residuals) <= 1e-12 * scale)
+
+
 def test_lanczos_default_steps_top_eigenvalue(ops, dense):
     op = ops["mlp"]
     evals = np.linalg.eigvalsh(dense["mlp"][0].numpy())
@@ -254,6 +328,41 @@ def test_trace_estimators(name, ops, dense):
     assert np.mean(errors["hutchpp"]) < np.mean(errors["hutchinson"])
     est, se = hutchinson(op, 30, seed=0, dist="gaussian")
     assert abs(est - trace) <= 3 * se
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg"])
+def test_xtrace(name, ops, dense):
+    op = ops[name]
+    trace = float(torch.trace(dense[name][0]))
+    errors = {"hutchinson": [], "xtrace": []}
+    for seed in range(8):
+        est, se = xtrace(op, 30, seed=seed)
+        assert se > 0 and abs(est - trace) <= 5 * se  # its SE is a rough (exchangeable) one
+        errors["xtrace"].append(abs(est - trace))
+        errors["hutchinson"].append(abs(hutchinson(op, 30, seed=seed)[0] - trace))
+    assert np.mean(errors["xtrace"]) < np.mean(errors["hutchinson"])
+    with pytest.raises(ValueError, match="even"):
+        xtrace(op, 31)
+
+
+def test_xtrace_unbiased_on_a_small_matrix():
+    """Mean of 400 seeded estimates within 4 standard errors of the mean of the exact trace."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=F64))[0]
+    lam = torch.cat([torch.tensor([20.0, -10.0, 5.0], dtype=F64), torch.randn(37, generator=g)])
+    matrix = (u * lam) @ u.T
+
+    class Dense:
+        shape, dtype, device = (40, 40), F64, torch.device("cpu")
+
+        def matvec(self, v):
+            return matrix @ v
+
+        def matmat(self, m):
+            return matrix @ m
+
+    est = np.array([xtrace(Dense(), 10, seed=s)[0] for s in range(400)])
+    assert abs(est.mean() - float(lam.sum())) <= 4 * est.std(ddof=1) / math.sqrt(len(est))
 
 
 @pytest.mark.parametrize("name", ["mlp", "vgg"])
@@ -349,6 +458,8 @@ def test_directional_derivatives_and_soa(name, ops, dense):
 def test_invalid_arguments(models, data, ops):
     with pytest.raises(ValueError, match="bn_mode"):
         HessianLinearOperator(models["mlp"], [data], bn_mode="sometimes")
+    with pytest.raises(ValueError, match="method"):
+        HessianLinearOperator(models["mlp"], [data], method="finite_differences")
     with pytest.raises(ValueError, match="no batches"):
         HessianLinearOperator(models["mlp"], [])
     with pytest.raises(ValueError, match="1-D vector"):
