@@ -60,6 +60,7 @@ _Graph = tuple[list[Tensor], list[tuple[list[Tensor], list[int], float, float]]]
 BN_MODES = ("eval", "train")
 METHODS = ("auto", "jvp", "double_backward", "retained")
 WHICH = ("LA", "SA", "LM", "BE")
+RESIDUALS = ("stored", "recompute", "estimate")
 AUTO_ROUNDS = 1  # timed products per candidate before method="auto" settles
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
@@ -660,14 +661,18 @@ class _Lanczos:
     an invariant subspace; without the :math:`\sqrt\varepsilon` cap a float32 basis of
     large ``n`` would take an ordinary :math:`\beta_j` for one) it either stops (``restart=False``,
     as SLQ needs: the quadrature is then exact) or continues from a random vector orthogonal to the
-    basis with :math:`\beta_j = 0` (eigenvalue search).
+    basis with :math:`\beta_j = 0` (eigenvalue search). With ``keep_products`` the raw products
+    :math:`Hv_j` are kept as the rows of ``W`` (as much memory again as the basis).
     """
 
-    def __init__(self, op, v0: Tensor, gen: torch.Generator, restart: bool) -> None:
+    def __init__(
+        self, op, v0: Tensor, gen: torch.Generator, restart: bool, keep_products: bool = False
+    ) -> None:
         self.op, self.gen, self.restart = op, gen, restart
         self.n = op.shape[0]
         self.V = torch.zeros(min(self.n, 64), self.n, dtype=op.dtype, device=op.device)
         self.V[0] = v0 / v0.norm()
+        self.W = torch.zeros_like(self.V) if keep_products else None
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples v_j and v_{j+1}
         self.m = 0  # steps done; V[: m + 1] filled unless stopped
@@ -686,6 +691,8 @@ class _Lanczos:
             j = self.m
             v = self.V[j]
             w = self.op.matvec(v)
+            if self.W is not None:
+                self.W[j] = w
             if j > 0:
                 w = w - self.beta[j - 1] * self.V[j - 1]
             a = float(v @ w)
@@ -707,6 +714,10 @@ class _Lanczos:
                     device=self.V.device,
                 )
                 grown[: self.V.shape[0]] = self.V
+                if self.W is not None:
+                    products = torch.zeros_like(grown)
+                    products[: self.W.shape[0]] = self.W
+                    self.W = products
                 self.V = grown
             eps = torch.finfo(self.op.dtype).eps
             if b <= min(10 * self.n * eps, math.sqrt(eps)) * max(self.scale, 1e-300):
@@ -771,7 +782,7 @@ def lanczos(
     max_steps: int | None = None,
     tol: float | None = None,
     seed: int = 0,
-    exact_residuals: bool = True,
+    residuals: str = "stored",
 ) -> Eigenpairs:
     r"""Extreme eigenpairs of :math:`H` by Lanczos with full reorthogonalization.
 
@@ -786,11 +797,15 @@ def lanczos(
     convergence. The error of a converged Ritz value is about
     :math:`(\text{tol} \max_j|\theta_j|)^2 / \text{gap}`. Full reorthogonalization keeps the basis
     orthonormal to working precision, so no spurious copies of converged eigenvalues appear; the
-    cost is :math:`O(m n)` memory and :math:`O(m^2 n)` flops besides :math:`m` products. The
-    returned residuals are recomputed with one extra product per pair (``exact_residuals``), or
-    are the Lanczos estimates :math:`\beta_m |e_m^T s_i|`, which full reorthogonalization keeps
-    equal to the true residuals down to the rounding of a product (about
-    :math:`\varepsilon \|H\|`, a floor the estimates do not show).
+    cost is :math:`O(m n)` memory and :math:`O(m^2 n)` flops besides :math:`m` products.
+
+    The returned residuals :math:`\|Hy_i - \theta_i y_i\|` (``residuals``) are computed, by
+    default (``"stored"``), from the products :math:`W_m = HV_m` kept during the iteration:
+    :math:`Hy_i = W_m s_i` by linearity, so they are the residuals of actually computed products
+    (with their rounding and any loss of orthogonality) at no extra product, for :math:`O(mn)`
+    more memory. ``"recompute"`` spends one product per pair and no memory; ``"estimate"``
+    returns :math:`\beta_m |e_m^T s_i|`, which full reorthogonalization keeps equal to the true
+    residuals down to the rounding of a product (a floor the estimates do not show).
 
     Args:
         op: The operator (anything with ``shape``, ``dtype``, ``device``, ``matvec``).
@@ -804,8 +819,7 @@ def lanczos(
         max_steps: Largest Krylov dimension, default ``min(n, max(5 * steps, 200))``.
         tol: Relative residual for convergence, default :math:`\sqrt{\varepsilon}` of the dtype.
         seed: Seeds the start vector (and restarts after a breakdown).
-        exact_residuals: Recompute the residuals with ``k`` products (default), or return the
-            free Lanczos estimates.
+        residuals: ``"stored"`` (default), ``"recompute"`` or ``"estimate"`` (see above).
 
     Returns:
         :class:`Eigenpairs`: eigenvalues most extreme first (descending for ``LA``, ascending for
@@ -815,13 +829,16 @@ def lanczos(
     """
     n = op.shape[0]
     _check_which(which, k, n)
+    if residuals not in RESIDUALS:
+        raise ValueError(f"residuals must be one of {RESIDUALS}, got {residuals!r}")
     steps = min(n, max(2 * k + 5, 15) if steps is None else int(steps))
     steps = max(steps, k)
     default_max = max(5 * steps, 200)
     max_steps = min(n, default_max if max_steps is None else max(int(max_steps), steps))
     tol = math.sqrt(torch.finfo(op.dtype).eps) if tol is None else float(tol)
     gen = torch.Generator().manual_seed(seed)
-    lz = _Lanczos(op, _probe(n, gen, "gaussian", op.dtype, op.device), gen, restart=True)
+    v0 = _probe(n, gen, "gaussian", op.dtype, op.device)
+    lz = _Lanczos(op, v0, gen, restart=True, keep_products=residuals == "stored")
     lz.extend(steps)
     while True:
         theta, s = lz.ritz()
@@ -841,11 +858,17 @@ def lanczos(
         )
     s_sel = torch.as_tensor(s[:, idx], dtype=op.dtype, device=op.device)
     vectors = lz.V[: lz.m].T @ s_sel
-    vectors = vectors / vectors.norm(dim=0, keepdim=True)
+    norms = vectors.norm(dim=0, keepdim=True)
+    vectors = vectors / norms
     values = theta[idx].astype(np.float64)
-    if not exact_residuals:
+    if residuals == "estimate":
         return Eigenpairs(values, vectors, estimate * 1.0)
-    return Eigenpairs(values, vectors, _residuals(op, values, vectors))
+    if residuals == "recompute":
+        return Eigenpairs(values, vectors, _residuals(op, values, vectors))
+    hy = (lz.W[: lz.m].T @ s_sel) / norms
+    theta_sel = torch.as_tensor(values, dtype=op.dtype, device=op.device)
+    res = (hy - vectors * theta_sel).norm(dim=0).double().cpu().numpy()
+    return Eigenpairs(values, vectors, res)
 
 
 def eigsh_topk(
