@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import datetime
 import io
 import math
-import platform
 import pstats
 import re
 import tempfile
@@ -48,6 +46,7 @@ import torch
 import torch._inductor.config
 import torch.nn.functional as F
 import yaml
+from _machine import machine_info
 from torch import Tensor, nn
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader, TensorDataset
@@ -88,24 +87,6 @@ class Row:
 
 
 # ----------------------------------------------------------------------------- set-up
-
-
-def machine_info() -> dict[str, str]:
-    """Date, torch version, CPU model name and thread count."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "threads": str(torch.get_num_threads()),
-    }
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

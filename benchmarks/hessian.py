@@ -46,10 +46,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime
 import itertools
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -64,6 +62,7 @@ import threadpoolctl
 import torch
 import torch.nn.functional as F
 import yaml
+from _machine import machine_info
 from torch import Tensor, nn
 from torch.func import functional_call, hessian, jacrev, vmap
 
@@ -132,24 +131,6 @@ class Row:
 
 
 # ----------------------------------------------------------------------------- set-up
-
-
-def machine_info() -> dict[str, str]:
-    """Date, torch version, CPU model name and thread count."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "threads": str(torch.get_num_threads()),
-    }
 
 
 def package_versions() -> str:

@@ -26,6 +26,9 @@ from torch import nn
 
 from landscape import hessian, store
 from landscape.data import load_data
+from landscape.directions import towards, trainable
+from landscape.evaluate import lambda_grid
+from landscape.mining import descent_angles, loss_change_samples, soa_curve
 from landscape.train import load_model, resolve_device
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -175,9 +178,6 @@ def compute_soa(
     Datasets: ``loss``, ``slope`` (eps^T g), ``curvature`` (eps^T H eps) on the ``lambda`` scale;
     ``quadratic`` (and ``local_loss``) on ``lambda`` x ``offset``.
     """
-    from landscape.evaluate import lambda_grid
-    from landscape.mining import soa_curve
-
     model, data, meta = _model_and_data(checkpoint, dataset, device)
     result = soa_curve(
         model,
@@ -217,8 +217,6 @@ def compute_loss_change(
     the same checkpoint. Datasets on ``sample`` x ``lambda``: ``actual`` and ``soa``; per sample
     ``slope`` and ``curvature``; ``predicted_mean`` per lambda.
     """
-    from landscape.mining import loss_change_samples
-
     model, data, meta = _model_and_data(checkpoint, dataset, device)
     sub = spec.get("loss_change", {})
     tr = store.open(trace)
@@ -261,9 +259,6 @@ def compute_angles(
     Dataset ``gaussian`` (``direction`` x ``descent``, degrees) and ``between`` (``descent`` x
     ``descent``); the descent names are the ``descent`` scale's ``names`` attribute.
     """
-    from landscape.directions import towards, trainable
-    from landscape.mining import descent_angles
-
     model, data, meta = _model_and_data(checkpoint, dataset, device)
     generator = torch.Generator().manual_seed(spec.get("seed", 0))
     batches = data.train.batches(spec.get("batch_size", 128), shuffle=True, generator=generator)
