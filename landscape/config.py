@@ -91,6 +91,9 @@ def _check_hessian(config: Mapping[str, Any]) -> None:
         _check_selection(config, "hessian", block)
     if "runs" in config.get("angles", {}):
         _check_selection(config, "angles", config["angles"])
+    cosines = config.get("cosines", {})
+    if cosines.get("directions"):
+        _check_block(config, "cosines", None, cosines, ("directions",))
 
 
 def check_files(config: Mapping[str, Any]) -> None:
@@ -201,8 +204,10 @@ def _check_target(config: Mapping[str, Any], key: str, target: Mapping[str, Any]
             raise ConfigError(f"{key}.epoch: run '{run}' has no checkpoint at epoch {epoch}")
 
 
-def _check_block(config, family: str, name: str, block: Mapping, keys: Sequence[str]) -> None:
-    key = f"{family}.{name}"
+def _check_block(
+    config, family: str, name: str | None, block: Mapping, keys: Sequence[str]
+) -> None:
+    key = family if name is None else f"{family}.{name}"
     for k in keys:
         refs = block[k] if isinstance(block[k], list) else [block[k]]
         for ref in refs:

@@ -11,6 +11,7 @@ the checkpoint, builds one :class:`landscape.hessian.HessianLinearOperator` and 
   parameters; :func:`landscape.directions.eigenvector` turns a row into a direction).
 - density: ``density`` on the ``eigenvalue`` scale, the Ritz values and weights of every run.
 - trace: the estimate and its standard error as attributes and scalar datasets.
+- cosines: absolute cosines between directions and the spectrum's eigenvectors (V9).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from landscape import hessian, store
 from landscape.data import load_data
 from landscape.directions import towards, trainable
 from landscape.evaluate import lambda_grid
-from landscape.mining import descent_angles, loss_change_samples, soa_curve
+from landscape.mining import cosine_table, descent_angles, loss_change_samples, soa_curve
 from landscape.train import load_model, resolve_device
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -50,6 +51,7 @@ def operator(model: nn.Module, data, spec: Mapping[str, Any]) -> hessian.Hessian
         evaluation_batches(data, spec),
         dtype=DTYPES[spec.get("dtype", "float32")],
         bn_mode=spec.get("bn_mode", "eval"),
+        method=spec.get("hvp", "auto"),
     )
 
 
@@ -71,6 +73,7 @@ def _create(out, kind, spec, checkpoint, meta, op, extra=None):
         "epoch": meta["epoch"],
         "num_params": op.shape[0],
         "num_samples": op.num_samples,
+        "hvp": op.chosen_method or op.method,
         **(extra or {}),
     }
     return store.create(out, kind=kind, spec=spec, inputs={"checkpoint": checkpoint}, attrs=attrs)
@@ -156,6 +159,42 @@ def compute_trace(
         w.put("stderr", np.float64(stderr))
 
 
+def compute_cosines(
+    spectrum: str | Path,
+    directions: Mapping[str, str | Path],
+    out: str | Path,
+    spec: Mapping[str, Any],
+) -> None:
+    """Writes ``|cos|`` between directions and the Hessian eigenvectors of a spectrum file (V9).
+
+    Fig. 9 of the paper shows it for a mined direction against N.E.1..10 and P.E.10..1.
+    Datasets ``{which}/cosines`` (``direction`` x ``rank``, rank 1 the most extreme eigenvalue
+    of the family) and ``{which}/eigenvalues`` (``rank``) for every family the spectrum holds.
+
+    Args:
+        spectrum: a spectrum file (:func:`compute_spectrum`).
+        directions: name to direction file, all at the spectrum's checkpoint; rows in this order.
+        spec: the ``cosines`` block, stored as provenance.
+    """
+    art = store.open(spectrum)
+    names = list(art.attrs["names"])
+    vectors = [
+        {n: torch.as_tensor(v) for n, v in store.open(path).tensors().items()}
+        for path in directions.values()
+    ]
+    families = [which for which in ("LA", "SA") if f"{which}/eigenvectors" in art]
+    inputs = {"spectrum": spectrum} | {f"direction:{n}": p for n, p in directions.items()}
+    attrs = {"run": art.attrs["run"], "epoch": art.attrs["epoch"]}
+    with store.create(out, kind="cosines", spec=spec, inputs=inputs, attrs=attrs) as w:
+        w.scale("direction", np.array(list(directions), dtype=str))
+        w.scale("rank", np.arange(1, len(art[f"{families[0]}/eigenvalues"]) + 1))
+        for which in families:
+            eigvecs = torch.as_tensor(art[f"{which}/eigenvectors"]).T
+            table = cosine_table(vectors, eigvecs, names=names)
+            w.put(f"{which}/cosines", table, dims=("direction", "rank"))
+            w.put(f"{which}/eigenvalues", art[f"{which}/eigenvalues"], dims=("rank",))
+
+
 def _read_direction(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
     first = next(model.parameters())
     return {
@@ -189,6 +228,7 @@ def compute_soa(
         local_loss=spec.get("local_loss", True),
         dtype=DTYPES[spec.get("dtype", "float32")],
         bn_mode=spec.get("bn_mode", "eval"),
+        hvp=spec.get("hvp", "auto"),
     )
     inputs = {"checkpoint": checkpoint, "direction": direction}
     attrs = {"run": meta["run"], "epoch": meta["epoch"]}
@@ -230,6 +270,7 @@ def compute_loss_change(
         trace=tr.attrs["trace"],
         dtype=DTYPES[spec.get("dtype", "float32")],
         bn_mode=spec.get("bn_mode", "eval"),
+        hvp=spec.get("hvp", "auto"),
     )
     attrs = {"run": meta["run"], "epoch": meta["epoch"], "loss0": float(result["loss0"])}
     attrs |= {"trace": tr.attrs["trace"], "trace_stderr": tr.attrs["stderr"]}

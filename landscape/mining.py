@@ -579,6 +579,7 @@ def soa_curve(
     loss: LossFn = F.cross_entropy,
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
+    hvp: str = "auto",
 ) -> dict[str, np.ndarray]:
     r"""The second-order approximation of a curve at each of its points (V14, Fig. 14).
 
@@ -612,6 +613,7 @@ def soa_curve(
         dtype: Computation dtype (default the parameters'; float64 for checks).
         bn_mode: ``"eval"`` (BN with :math:`\theta`'s running statistics at every point) or
             ``"train"``.
+        hvp: The operator's product ``method`` (:class:`~landscape.hessian.HessianLinearOperator`).
 
     Returns:
         ``lambdas`` ``(L,)``, ``loss`` ``(L,)`` :math:`L(\theta_\lambda)`, ``slope`` ``(L,)``
@@ -644,7 +646,13 @@ def soa_curve(
                 if n in theta:
                     p.copy_(theta[n] + float(point) * eps[n])
         op = HessianLinearOperator(
-            work, batches, loss=loss, dtype=dtype, bn_mode=bn_mode, check_deterministic=i == 0
+            work,
+            batches,
+            loss=loss,
+            dtype=dtype,
+            bn_mode=bn_mode,
+            check_deterministic=i == 0,
+            method=hvp,
         )
         values[i] = op.loss_value()
         slope[i], curvature[i] = directional_derivatives(op, eps)
@@ -684,6 +692,7 @@ def loss_change_samples(
     loss: LossFn = F.cross_entropy,
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
+    hvp: str = "auto",
 ) -> dict[str, np.ndarray | float]:
     r"""Loss changes under Gaussian perturbations, actual and second-order (V13, Fig. 13).
 
@@ -714,6 +723,7 @@ def loss_change_samples(
         loss: ``loss(output, y)`` -> mean loss of a batch.
         dtype: Computation dtype (default the parameters').
         bn_mode: ``"eval"`` or ``"train"``.
+        hvp: The operator's product ``method`` (:class:`~landscape.hessian.HessianLinearOperator`).
 
     Returns:
         ``lambdas`` ``(L,)``, ``loss0`` :math:`L(\theta)`, ``actual`` ``(S, L)``, ``soa``
@@ -725,7 +735,9 @@ def loss_change_samples(
         RuntimeError: If the regenerated perturbations do not match ``soa_loss_change``'s.
     """
     dtype = dtype or next(iter(trainable(model).values())).dtype
-    op = HessianLinearOperator(model, list(batches), loss=loss, dtype=dtype, bn_mode=bn_mode)
+    op = HessianLinearOperator(
+        model, list(batches), loss=loss, dtype=dtype, bn_mode=bn_mode, method=hvp
+    )
     soa = soa_loss_change(op, lambdas, num_samples=num_samples, sigma=sigma, seed=seed)
     lam = soa["lambdas"]
     theta, g, loss0 = op.params(), op.gradient(), op.loss_value()

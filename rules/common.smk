@@ -64,6 +64,7 @@ LOSS_CHANGE = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/loss_change.
 SOA = "results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5"
 SOA_FIGURE = "results/figures/soa/{dataset}/{model}/{run}/epoch{epoch}/{soa}.png"
 ANGLES = "results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5"
+COSINES = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/cosines.h5"
 DENSITY_FIGURE = (
     "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png"
 )
@@ -166,20 +167,22 @@ def instances(family, pattern):
 
 def hessian_targets():
     """Spectrum, density, trace and density figure at every run and epoch ``hessian`` selects."""
-    block = config["hessian"]
+    patterns = (SPECTRUM, DENSITY, TRACE, LOSS_CHANGE, DENSITY_FIGURE)
+    return [path for p in patterns for path in selection_targets("hessian", p)]
+
+
+def selection_targets(block, pattern):
+    """``pattern`` at every run and epoch that the ``runs``/``epochs`` of ``block`` select."""
     return [
         pattern.format(**run_wildcards(config, run), epoch=epoch)
-        for pattern in (SPECTRUM, DENSITY, TRACE, LOSS_CHANGE, DENSITY_FIGURE)
-        for run in block_runs(config, block)
-        for epoch in block_epochs(config, block, run)
+        for run in block_runs(config, config[block])
+        for epoch in block_epochs(config, config[block], run)
     ]
 
 
-def angles_targets():
-    """The V5 angle files at every run and epoch ``angles`` selects."""
-    block = config["angles"]
+def get_cosine_directions(wildcards):
+    """The direction files that the ``cosines`` block names, at the checkpoint, in order."""
     return [
-        ANGLES.format(**run_wildcards(config, run), epoch=epoch)
-        for run in block_runs(config, block)
-        for epoch in block_epochs(config, block, run)
+        DIRECTION.format(**dict(wildcards.items()), direction=name)
+        for name in config["cosines"]["directions"]
     ]

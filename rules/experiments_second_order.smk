@@ -1,5 +1,6 @@
 # Second-order views of the landscape: s.o.a. of curves (V14), loss change under Gaussian
-# perturbations against the trace (V13), angles between Gaussian and descent directions (V5).
+# perturbations against the trace (V13), angles between Gaussian and descent directions (V5),
+# cosines between (mined) directions and Hessian eigenvectors (V9).
 
 
 rule compute_soa:
@@ -74,6 +75,25 @@ rule compute_angles:
         device=config["device"],
     script:
         "../scripts/compute_angles.py"
+
+
+rule compute_cosines:
+    input:
+        spectrum=rules.compute_spectrum.output.spectrum,
+        directions=get_cosine_directions,
+    output:
+        cosines=COSINES,
+    log:
+        "logs/compute_cosines/{dataset}/{model}/{run}/epoch{epoch}.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        spec=canonical({"directions": config["cosines"]["directions"]}),
+    script:
+        "../scripts/compute_cosines.py"
 
 
 rule plot_soa:

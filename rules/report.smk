@@ -27,7 +27,12 @@ rule write_catalog:
         hessian=hessian_targets(),
         soa=instances("soa", SOA),
         soa_figures=instances("soa", SOA_FIGURE),
-        angles=angles_targets(),
+        angles=selection_targets("angles", ANGLES),
+        cosines=(
+            selection_targets("cosines", COSINES)
+            if config["cosines"]["directions"]
+            else []
+        ),
         tables=rules.write_curve_table.output.csv,
     output:
         csv="results/catalog.csv",

@@ -12,6 +12,7 @@ from landscape import store
 from landscape.config import ConfigError, check_references
 from landscape.curvature import (
     compute_angles,
+    compute_cosines,
     compute_density,
     compute_loss_change,
     compute_soa,
@@ -103,6 +104,56 @@ def test_eigenvector_errors_name_the_file(spectrum, checkpoint):
         eigenvector(params, spectrum, "LA", 4)
     with pytest.raises(ValueError, match="other parameters"):
         eigenvector({"w": torch.zeros(3)}, spectrum, "LA", 1)
+
+
+@pytest.mark.parametrize("hvp", ["jvp", "double_backward", "retained"])
+def test_hvp_method_from_config(checkpoint, dense, tmp_path, hvp):
+    """``hessian.hvp`` picks the product; every method gives the dense top eigenvalue."""
+    out = tmp_path / "spectrum.h5"
+    spec = {**SPEC, "dtype": "float64", "hvp": hvp, "spectrum": {"k": 1, "which": ["LA"]}}
+    compute_spectrum(checkpoint, out, spec, DATASET, device="cpu")
+    art = store.open(out)
+    assert art.attrs["hvp"] == hvp
+    assert art["LA/eigenvalues"][0] == pytest.approx(dense[0][-1], rel=1e-8)
+
+
+def test_auto_hvp_records_its_choice(spectrum):
+    """SPEC has three batches: on CPU auto is double backward."""
+    assert store.open(spectrum).attrs["hvp"] == "double_backward"
+
+
+def test_cosines_against_dense_eigenvectors(spectrum, checkpoint, dense, tmp_path):
+    """V9: |cos| of a direction built from dense eigenvectors: 0.6 P.E.1 + 0.8 N.E.2."""
+    _, vectors = dense
+    flat = 0.6 * vectors[:, -1] - 0.8 * vectors[:, 1]
+    params = trainable(load_model(checkpoint, "cpu")[0])
+    tensors, start = {}, 0
+    for name, p in params.items():
+        tensors[name] = flat[start : start + p.numel()].reshape(p.shape)
+        start += p.numel()
+    mixed = tmp_path / "mixed.h5"
+    with store.create(mixed, kind="direction", spec={}) as w:
+        w.put_tensors("params", dict(reversed(tensors.items())))  # the order must not matter
+    ne2 = tmp_path / "ne2.h5"
+    write_direction(
+        checkpoint,
+        ne2,
+        {"kind": "eigenvector", "which": "SA", "index": 2},
+        "cpu",
+        spectrum=spectrum,
+    )
+    out = tmp_path / "cosines.h5"
+    compute_cosines(spectrum, {"mixed": mixed, "ne2": ne2}, out, {"directions": ["mixed", "ne2"]})
+    art = store.open(out)
+    assert list(art["direction"]) == ["mixed", "ne2"] and list(art["rank"]) == [1, 2, 3]
+    expected_la = np.abs(np.stack([flat, vectors[:, 1]]) @ vectors[:, ::-1][:, :3])
+    expected_sa = np.abs(np.stack([flat, vectors[:, 1]]) @ vectors[:, :3])
+    np.testing.assert_allclose(art["LA/cosines"], expected_la, atol=1e-6)
+    np.testing.assert_allclose(art["SA/cosines"], expected_sa, atol=1e-6)
+    assert art["LA/cosines"][0, 0] == pytest.approx(0.6, abs=1e-6)
+    assert art["SA/cosines"][1, 1] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(art["SA/eigenvalues"], store.open(spectrum)["SA/eigenvalues"])
+    assert set(art.inputs) == {"spectrum", "direction:mixed", "direction:ne2"}
 
 
 def test_trace_within_three_standard_errors(checkpoint, dense, tmp_path):

@@ -149,6 +149,18 @@ BAD_CONFIGS = {
         lambda c: c["models"]["vgg_bn"].update(depth=20),
         "models.vgg_bn.depth: unknown key",
     ),
+    "cosine_unknown_direction": (
+        lambda c: c.update(cosines={"directions": ["gx", "bar"], "runs": "all"}),
+        "cosines.directions: 'bar' is not a key of directions",
+    ),
+    "cosine_unknown_epoch": (
+        lambda c: c.update(cosines={"directions": ["gx"], "runs": "all", "epochs": [7]}),
+        "cosines.epochs: run 'vgg_bn' has no checkpoint at epochs [7]",
+    ),
+    "unknown_hvp_method": (
+        lambda c: c.update(hessian={"hvp": "finite_differences"}),
+        "hessian.hvp: 'finite_differences' is not one of",
+    ),
     "locking_not_a_bool": (
         lambda c: c.update(hdf5_file_locking="no"),
         "hdf5_file_locking: 'no' is not of type 'boolean'",
