@@ -16,6 +16,7 @@
 #   results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5             compute_soa
 #   results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5                compute_angles
 #   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/cosines.h5      compute_cosines
+#   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/cosines.png  plot_cosines
 #   results/tables/curve_taxonomy.csv                                      write_curve_table
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.

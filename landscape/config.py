@@ -87,6 +87,12 @@ def _check_hessian(config: Mapping[str, Any]) -> None:
             )
         if index > k:
             raise ConfigError(f"directions.{name}.index: {index} exceeds hessian.spectrum.k = {k}")
+    trace = block.get("trace", {})
+    if trace.get("method", "xtrace") == "xtrace" and trace.get("matvecs", 100) % 2:
+        raise ConfigError(
+            f"hessian.trace.matvecs: xtrace needs an even number of products, got "
+            f"{trace['matvecs']}"
+        )
     if "runs" in block:
         _check_selection(config, "hessian", block)
     if "runs" in config.get("angles", {}):

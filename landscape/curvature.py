@@ -33,6 +33,11 @@ from landscape.mining import cosine_table, descent_angles, loss_change_samples, 
 from landscape.train import load_model, resolve_device
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+TRACE_ESTIMATORS = {
+    "xtrace": hessian.xtrace,
+    "hutchpp": hessian.hutchpp,
+    "hutchinson": hessian.hutchinson,
+}
 
 
 def evaluation_batches(data, spec: Mapping[str, Any]) -> list:
@@ -150,10 +155,8 @@ def compute_trace(
     op, meta = _load(checkpoint, spec, dataset, device)
     sub = spec.get("trace", {})
     matvecs, seed = sub.get("matvecs", 100), sub.get("seed", 0)
-    if sub.get("method", "hutchpp") == "hutchpp":
-        value, stderr = hessian.hutchpp(op, matvecs, seed=seed)
-    else:
-        value, stderr = hessian.hutchinson(op, matvecs, seed=seed)
+    estimator = TRACE_ESTIMATORS[sub.get("method", "xtrace")]
+    value, stderr = estimator(op, matvecs, seed=seed)
     with _create(out, "trace", spec, checkpoint, meta, op, {"trace": value, "stderr": stderr}) as w:
         w.put("trace", np.float64(value))
         w.put("stderr", np.float64(stderr))

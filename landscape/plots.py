@@ -104,3 +104,31 @@ def plot_soa(soa: str | Path, out: str | Path, title: str | None = None) -> None
     ax.set(xlabel="lambda", ylabel="loss")
     ax.set_title(title or Path(soa).stem, fontsize=9)
     _save(fig, out)
+
+
+def plot_cosines(cosines: str | Path, out: str | Path, title: str | None = None) -> None:
+    """Fig. 9's second row: per direction, |cos| with N.E.1..k (blue) then P.E.k..1 (red)."""
+    art = store.open(cosines)
+    names, ranks = list(art["direction"]), art["rank"]
+    families = [w for w in ("SA", "LA") if f"{w}/cosines" in art]
+    labels = [f"N.E.{r}" for r in ranks] if "SA" in families else []
+    labels += [f"P.E.{r}" for r in ranks[::-1]] if "LA" in families else []
+    colors = ["tab:blue"] * len(ranks) * ("SA" in families)
+    colors += ["tab:red"] * len(ranks) * ("LA" in families)
+    fig, axes = plt.subplots(
+        len(names),
+        1,
+        figsize=(max(4, 0.35 * len(labels) + 1), 1.8 * len(names)),
+        sharex=True,
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for i, (ax, name) in enumerate(zip(axes[:, 0], names, strict=True)):
+        rows = [art["SA/cosines"][i]] if "SA" in families else []
+        rows += [art["LA/cosines"][i][::-1]] if "LA" in families else []
+        ax.bar(np.arange(len(labels)), np.concatenate(rows), color=colors)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"|cos|\n{name}", fontsize=8)
+    axes[-1, 0].set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=7)
+    axes[0, 0].set_title(title or Path(cosines).stem, fontsize=9)
+    _save(fig, out)

@@ -65,6 +65,9 @@ SOA = "results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5"
 SOA_FIGURE = "results/figures/soa/{dataset}/{model}/{run}/epoch{epoch}/{soa}.png"
 ANGLES = "results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5"
 COSINES = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/cosines.h5"
+COSINES_FIGURE = (
+    "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/cosines.png"
+)
 DENSITY_FIGURE = (
     "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png"
 )

@@ -115,3 +115,24 @@ rule plot_soa:
         mem_mb=1000,
     script:
         "../scripts/plot_soa.py"
+
+
+rule plot_cosines:
+    input:
+        cosines=rules.compute_cosines.output.cosines,
+    output:
+        figure=report(
+            COSINES_FIGURE,
+            caption="../report/cosines.rst",
+            category="Second order",
+            subcategory="{run}",
+            labels={"run": "{run}", "epoch": "{epoch}", "figure": "cosines"},
+        ),
+    log:
+        "logs/plot_cosines/{dataset}/{model}/{run}/epoch{epoch}.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/plot_cosines.py"

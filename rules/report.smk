@@ -30,6 +30,7 @@ rule write_catalog:
         angles=selection_targets("angles", ANGLES),
         cosines=(
             selection_targets("cosines", COSINES)
+            + selection_targets("cosines", COSINES_FIGURE)
             if config["cosines"]["directions"]
             else []
         ),

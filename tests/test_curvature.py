@@ -158,13 +158,14 @@ def test_cosines_against_dense_eigenvectors(spectrum, checkpoint, dense, tmp_pat
 
 def test_trace_within_three_standard_errors(checkpoint, dense, tmp_path):
     exact = dense[0].sum()
-    for method in ("hutchpp", "hutchinson"):
+    for method in ("xtrace", "hutchpp", "hutchinson"):
         out = tmp_path / f"{method}.h5"
         spec = {**SPEC, "trace": {"method": method, "matvecs": 60, "seed": 3}}
         compute_trace(checkpoint, out, spec, DATASET, device="cpu")
         art = store.open(out)
         assert 0 < art.attrs["stderr"] < abs(exact)
-        assert abs(art.attrs["trace"] - exact) < 3 * art.attrs["stderr"], method
+        factor = 5 if method == "xtrace" else 3  # XTrace's own error estimate is rough
+        assert abs(art.attrs["trace"] - exact) < factor * art.attrs["stderr"], method
         assert float(art["trace"]) == art.attrs["trace"]
 
 

@@ -157,6 +157,10 @@ BAD_CONFIGS = {
         lambda c: c.update(cosines={"directions": ["gx"], "runs": "all", "epochs": [7]}),
         "cosines.epochs: run 'vgg_bn' has no checkpoint at epochs [7]",
     ),
+    "odd_xtrace_budget": (
+        lambda c: c.update(hessian={"trace": {"matvecs": 99}}),
+        "hessian.trace.matvecs: xtrace needs an even number of products, got 99",
+    ),
     "unknown_hvp_method": (
         lambda c: c.update(hessian={"hvp": "finite_differences"}),
         "hessian.hvp: 'finite_differences' is not one of",

@@ -41,7 +41,8 @@ def test_every_second_order_artifact(workdir):
     assert trace.attrs["stderr"] > 0
     loss_change = store.open(results / BASE / "hessian/epoch2/loss_change.h5")
     assert loss_change.attrs["trace"] == trace.attrs["trace"]
-    assert (results / "figures/hessian" / BASE / "epoch2/density.png").stat().st_size > 1000
+    for figure in ("density", "cosines"):
+        assert (results / "figures/hessian" / BASE / f"epoch2/{figure}.png").stat().st_size > 1000
 
 
 def test_cosines_agree_with_the_spectrum(workdir):
@@ -79,4 +80,5 @@ def test_estimator_settings_rerun_only_their_readers(workdir):
     assert changed(before, snapshot(workdir)) == {
         "catalog.csv",
         f"{BASE}/hessian/epoch2/cosines.h5",
+        f"figures/hessian/{BASE}/epoch2/cosines.png",
     }
