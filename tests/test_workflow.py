@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from workflow_utils import REPO, TINY, changed, edit_config, snakemake, snapshot
+from workflow_utils import REPO, TINY, changed, completed_run, edit_config, snakemake, snapshot
 
 from landscape import store
 
@@ -21,10 +21,7 @@ pytestmark = pytest.mark.workflow
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("workflow")
-    shutil.copy(TINY, wd / "config.yaml")
-    snakemake(wd)
-    return wd
+    return completed_run(tmp_path_factory.mktemp("workflow"), TINY)
 
 
 def test_default_config_parses():

@@ -7,11 +7,9 @@ one estimator's setting reruns only what reads it.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from workflow_utils import REPO, changed, edit_config, snakemake, snapshot
+from workflow_utils import REPO, changed, completed_run, edit_config, snakemake, snapshot
 
 from landscape import store
 
@@ -22,10 +20,7 @@ BASE = "digits/mlp/mlp"
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("curvature")
-    shutil.copy(CONFIG, wd / "config.yaml")
-    snakemake(wd)
-    return wd
+    return completed_run(tmp_path_factory.mktemp("curvature"), CONFIG)
 
 
 def test_every_second_order_artifact(workdir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -52,6 +53,13 @@ def snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def completed_run(directory: Path, config: Path) -> Path:
+    """``directory`` with ``config`` as its config.yaml, after one complete run of the workflow."""
+    shutil.copy(config, directory / "config.yaml")
+    snakemake(directory)
+    return directory
 
 
 def snapshot(workdir: Path) -> dict[str, int]:
