@@ -78,7 +78,7 @@ def _create(out, kind, spec, checkpoint, meta, op, extra=None):
         "epoch": meta["epoch"],
         "num_params": op.shape[0],
         "num_samples": op.num_samples,
-        "hvp": op.chosen_method or op.method,
+        "hvp": op.chosen_method,
         **(extra or {}),
     }
     return store.create(out, kind=kind, spec=spec, inputs={"checkpoint": checkpoint}, attrs=attrs)

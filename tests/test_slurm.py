@@ -26,6 +26,8 @@ GPU_RULES = (
     "compute_spectrum",
     "compute_density",
     "compute_trace",
+    "compute_loss_change",
+    "compute_soa",
 )
 # This SLURM has no accounting database: job states come from squeue, polled often. The node has
 # no GPU, and one thread per job keeps results comparable with a local run.
