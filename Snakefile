@@ -3,7 +3,8 @@
 # Output paths, keyed by what produced them:
 #   results/{dataset}/{model}/{run}/checkpoints/epoch{epoch}.pt          train_model
 #   results/{dataset}/{model}/{run}/history.h5                           export_history
-#   results/{dataset}/{model}/{run}/directions/epoch{epoch}/{direction}.h5   make_direction
+#   results/{dataset}/{model}/{run}/directions/epoch{epoch}/{direction}.h5   make_direction,
+#                                          mine_direction (kinds gradient and mined)
 #   results/{dataset}/{model}/{run}/curves/epoch{epoch}/{curve}.h5       compute_curve
 #   results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.h5   merge_surface
 #       (from temporary shards .../{surface}.shards/{i}-of-{n}.h5 of compute_surface_shard)

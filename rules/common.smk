@@ -127,6 +127,16 @@ def get_direction_spectrum(wildcards):
     return {"spectrum": SPECTRUM.format(**wildcards)}
 
 
+def directions_of_kinds(*kinds, exclude=False):
+    """Regex of the direction keys whose kind is (or, with ``exclude``, is not) one of ``kinds``."""
+    names = [
+        name
+        for name, spec in config["directions"].items()
+        if (spec["kind"] in kinds) != exclude
+    ]
+    return "|".join(names) or "(?!)"
+
+
 def get_direction_dataset(wildcards):
     """The dataset block a direction reads (gradient and mined kinds), else None."""
     if config["directions"][wildcards.direction]["kind"] not in ("gradient", "mined"):

@@ -28,6 +28,7 @@ GPU_RULES = (
     "compute_trace",
     "compute_loss_change",
     "compute_soa",
+    "mine_direction",
 )
 # This SLURM has no accounting database: job states come from squeue, polled often. The node has
 # no GPU, and one thread per job keeps results comparable with a local run.

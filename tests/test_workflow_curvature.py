@@ -29,6 +29,9 @@ def test_every_second_order_artifact(workdir):
     for kind in ("spectrum", "density", "trace", "loss_change", "soa", "angles", "cosines"):
         assert kinds.get(kind) == 1, (kind, kinds)
     assert kinds["direction"] == 4 and kinds["curve"] == 2
+    logs = workdir / "logs"
+    for rule, direction in (("mine_direction", "mined_vvv"), ("make_direction", "ne1")):
+        assert (logs / rule / BASE / "epoch2" / f"{direction}.log").exists(), (rule, direction)
     spectrum = store.open(results / BASE / "hessian/epoch2/spectrum.h5")
     assert spectrum["LA/eigenvalues"][0] > 0 > spectrum["SA/eigenvalues"][0]
     trace = store.open(results / BASE / "hessian/epoch2/trace.h5")
