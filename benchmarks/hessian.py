@@ -16,7 +16,9 @@ the clock), median of several repeats, repeat ``r`` using seed ``r``:
   ``LinearOperator`` whose ``matvec`` is a plain double-backward HVP, written inline below);
   curvlinops' ``HessianLinearOperator.to_scipy()`` with ``eigsh``.
 - trace with 100 products: :func:`~landscape.hessian.hutchinson`,
-  :func:`~landscape.hessian.hutchpp` and :func:`~landscape.hessian.xtrace`; PyHessian's
+  :func:`~landscape.hessian.hutchpp` and :func:`~landscape.hessian.xtrace`, and the exact
+  :func:`~landscape.gauss_newton.ggn_trace` (no probes: :math:`\\operatorname{tr} H =
+  \\operatorname{tr} G` for these ReLU nets, with its 16-entry diagonal check); PyHessian's
   ``trace(maxIter=100)`` (its default ``tol=1e-3`` stops early; ``tol=0`` forces the 100
   probes); curvlinops' ``hutchinson_trace``, ``hutchpp_trace`` (99, a multiple of 3) and
   ``xtrace``.
@@ -68,6 +70,7 @@ from torch.func import functional_call, hessian, jacrev, vmap
 
 from landscape.config import run_spec
 from landscape.data import load_data
+from landscape.gauss_newton import ggn_trace
 from landscape.hessian import (
     HessianLinearOperator,
     eigsh_topk,
@@ -86,6 +89,7 @@ SAMPLES = 512
 EPOCHS = 5
 K = 5
 TRACE_MATVECS = 100
+GGN_CHECKS = 16
 DENSITY_STEPS = 100
 EIGSH_TOL = 1e-6  # ARPACK tolerance of the float32 eigsh rows
 CASES = {
@@ -629,6 +633,12 @@ def trace_rows(name: str, model: nn.Module, x: Tensor, y: Tensor, ref: Reference
             "xtrace",
             lambda op, s: xtrace(op, TRACE_MATVECS, seed=s),
             "50 vectors + 50 products on their basis; SE is XTrace's own (rough) estimate",
+        ),
+        ours(
+            "ggn (exact: tr H = tr GGN)",
+            lambda op, s: (ggn_trace(op, checks=GGN_CHECKS, seed=s).trace, 0.0),
+            f"per-sample Jacobians, no probes; the products are its {GGN_CHECKS}-entry check "
+            "H_jj = GGN_jj (and the guard); valid for piecewise-linear nets",
         ),
         Method(
             "PyHessian trace(maxIter=100, tol=0)",

@@ -88,8 +88,8 @@ def _check_hessian(config: Mapping[str, Any]) -> None:
         if index > k:
             raise ConfigError(f"directions.{name}.index: {index} exceeds hessian.spectrum.k = {k}")
     trace = block.get("trace", {})
-    if trace.get("method", "xtrace") == "xtrace" and trace.get("matvecs", 100) % 2:
-        raise ConfigError(
+    if trace.get("method", "auto") in ("auto", "xtrace") and trace.get("matvecs", 100) % 2:
+        raise ConfigError(  # auto falls back to xtrace for models that are not piecewise linear
             f"hessian.trace.matvecs: xtrace needs an even number of products, got "
             f"{trace['matvecs']}"
         )

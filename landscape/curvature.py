@@ -10,12 +10,14 @@ the checkpoint, builds one :class:`landscape.hessian.HessianLinearOperator` and 
   ``{which}/eigenvectors`` (``k x n``, rows in ``named_parameters()`` order of the trainable
   parameters; :func:`landscape.directions.eigenvector` turns a row into a direction).
 - density: ``density`` on the ``eigenvalue`` scale, the Ritz values and weights of every run.
-- trace: the estimate and its standard error as attributes and scalar datasets.
+- trace: the estimate and its standard error as attributes and scalar datasets; for the exact
+  Gauss-Newton trace also its diagonal check under ``check/``.
 - cosines: absolute cosines between directions and the spectrum's eigenvectors (V9).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
@@ -25,13 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape import hessian, store
+from landscape import gauss_newton, hessian, store
 from landscape.data import load_data
 from landscape.directions import towards, trainable
 from landscape.evaluate import lambda_grid
 from landscape.mining import cosine_table, descent_angles, loss_change_samples, soa_curve
 from landscape.train import load_model, resolve_device
 
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TRACE_ESTIMATORS = {
     "xtrace": hessian.xtrace,
@@ -144,6 +147,40 @@ def compute_density(
         w.put("weights", result["weights"])
 
 
+def trace_estimate(
+    op: hessian.HessianLinearOperator, spec: Mapping[str, Any]
+) -> tuple[float, float, dict[str, Any], dict[str, np.ndarray]]:
+    """The ``trace`` block's estimate: ``(trace, stderr, attributes, datasets)``.
+
+    ``method: auto`` takes the exact Gauss-Newton trace (:func:`landscape.gauss_newton.ggn_trace`)
+    where the model is built of piecewise-linear modules and BN is in eval mode, and XTrace
+    otherwise, or where the diagonal check of the Gauss-Newton trace fails (logged).
+    """
+    method = spec.get("method", "auto")
+    matvecs, seed, checks = spec.get("matvecs", 100), spec.get("seed", 0), spec.get("checks", 16)
+    if method == "auto":
+        eligible = op.bn_mode == "eval" and not gauss_newton.non_piecewise_linear_modules(op.model)
+        method = "ggn" if eligible else "xtrace"
+    if method == "ggn":
+        try:
+            result = gauss_newton.ggn_trace(op, checks=checks, seed=seed)
+        except gauss_newton.NotPiecewiseLinearError as err:
+            if spec.get("method", "auto") == "ggn":
+                raise
+            log.warning("%s; falling back to xtrace", err)
+            method = "xtrace"
+        else:
+            attrs = {"estimator": "ggn", "max_diagonal_difference": result.max_difference}
+            check = {
+                "check/coordinates": result.coordinates,
+                "check/hessian_diagonal": result.hessian_diagonal,
+                "check/ggn_diagonal": result.ggn_diagonal,
+            }
+            return result.trace, 0.0, attrs, check
+    value, stderr = TRACE_ESTIMATORS[method](op, matvecs, seed=seed)
+    return value, stderr, {"estimator": method}, {}
+
+
 def compute_trace(
     checkpoint: str | Path,
     out: str | Path,
@@ -151,15 +188,16 @@ def compute_trace(
     dataset: Mapping[str, Any],
     device: str = "auto",
 ) -> None:
-    """Writes a trace estimate and its standard error (``trace`` block: ``method``, ...)."""
+    """Writes the trace and its standard error (``trace`` block: ``method``, ...; see
+    :func:`trace_estimate`); the ``estimator`` attribute names the method used."""
     op, meta = _load(checkpoint, spec, dataset, device)
-    sub = spec.get("trace", {})
-    matvecs, seed = sub.get("matvecs", 100), sub.get("seed", 0)
-    estimator = TRACE_ESTIMATORS[sub.get("method", "xtrace")]
-    value, stderr = estimator(op, matvecs, seed=seed)
-    with _create(out, "trace", spec, checkpoint, meta, op, {"trace": value, "stderr": stderr}) as w:
+    value, stderr, attrs, extra = trace_estimate(op, spec.get("trace", {}))
+    attrs |= {"trace": value, "stderr": stderr}
+    with _create(out, "trace", spec, checkpoint, meta, op, attrs) as w:
         w.put("trace", np.float64(value))
         w.put("stderr", np.float64(stderr))
+        for name, data in extra.items():
+            w.put(name, data)
 
 
 def compute_cosines(

@@ -21,8 +21,8 @@ of three methods: forward-over-reverse differentiation (``"jvp"``: ``torch.func.
 f-dangel/curvlinops), reverse-over-reverse (``"double_backward"``: PyHessian's and Listing 1's
 :math:`\nabla_\theta(g^T v)`), or reverse over a gradient graph built once and retained
 (``"retained"``: one backward pass per product, as PyHessian does for a single batch).
-``method="auto"`` (the default) takes the retained graph for a single batch and otherwise times
-forward-over-reverse against reverse-over-reverse on the first products and keeps the faster.
+``method="auto"`` (the default) takes the retained graph for a single batch and otherwise
+forward-over-reverse on CUDA and reverse-over-reverse elsewhere, a rule fixed by the device.
 On top of it:
 
 - :func:`lanczos`: extreme eigenpairs by Lanczos with full reorthogonalization on the device
@@ -221,8 +221,8 @@ class HessianLinearOperator:
             return t.to(dtype).clone() if t.is_floating_point() else t.clone()
 
         self._params = {n: cast(p) for n, p in trainable}
-        frozen = {n: cast(p) for n, p in model.named_parameters() if not p.requires_grad}
-        buffers = {n: cast(b) for n, b in model.named_buffers()}
+        self._frozen = {n: cast(p) for n, p in model.named_parameters() if not p.requires_grad}
+        self._buffers = {n: cast(b) for n, b in model.named_buffers()}
         self._batches: list[tuple[Tensor, Tensor, int]] = []
         for x, y in batches:
             x = x.to(self.device)
@@ -236,7 +236,7 @@ class HessianLinearOperator:
         n = sum(p.numel() for p in self._params.values())
         self.shape = (n, n)
         self.num_matvecs = 0
-        self._batch_loss = make_batch_loss(model, loss, frozen, buffers)
+        self._batch_loss = make_batch_loss(model, loss, self._frozen, self._buffers)
         self._hvp = make_hvp(self._batch_loss)
         self._checked = not check_deterministic
         self._grad_cache: tuple[Tensor, float] | None = None
@@ -285,6 +285,39 @@ class HessianLinearOperator:
     def _weights(self) -> Iterator[tuple[Tensor, Tensor, float]]:
         for x, y, b in self._batches:
             yield x, y, b / self.num_samples
+
+    # ---------------------------------------------------------------- the loss, for other engines
+
+    @property
+    def model(self) -> nn.Module:
+        """The caller's model (architecture and flags; its tensors are never read again)."""
+        return self._model
+
+    @property
+    def loss_fn(self) -> LossFn:
+        """``loss(logits, y)`` -> the batch's mean loss."""
+        return self._loss
+
+    @property
+    def shapes(self) -> dict[str, torch.Size]:
+        """``{name: shape}`` of the trainable parameters, in order."""
+        return dict(self._shapes)
+
+    def param_dict(self) -> dict[str, Tensor]:
+        """The trainable parameters ``{name: tensor}`` (the operator's copies, in ``dtype``)."""
+        return dict(self._params)
+
+    def logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """The model's output at ``params`` (trainable ones) with the operator's constants."""
+        return functional_call(self._model, (dict(params), self._frozen, self._buffers), (x,))
+
+    def evaluation(self) -> contextlib.AbstractContextManager[None]:
+        """Sets the model's flags for ``bn_mode`` for the duration of a ``with`` block."""
+        return self._mode()
+
+    def weighted_batches(self) -> Iterator[tuple[Tensor, Tensor, float]]:
+        """The evaluation set as ``(x, y, |B_b| / N)``, on the device and in ``dtype``."""
+        return self._weights()
 
     def params(self) -> Tensor:
         """The flat parameter vector :math:`\\theta` (a copy, in ``dtype``)."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from landscape import store
+from landscape import hessian, store
 from landscape.config import ConfigError, check_references
 from landscape.curvature import (
     compute_angles,
@@ -18,9 +18,11 @@ from landscape.curvature import (
     compute_soa,
     compute_spectrum,
     compute_trace,
+    trace_estimate,
 )
 from landscape.data import load_data
 from landscape.directions import eigenvector, trainable, write_direction
+from landscape.gauss_newton import NotPiecewiseLinearError
 from landscape.train import load_model, train_model
 
 DATASET = {"source": "digits", "test_fraction": 0.25, "split_seed": 0}
@@ -167,6 +169,44 @@ def test_trace_within_three_standard_errors(checkpoint, dense, tmp_path):
         factor = 5 if method == "xtrace" else 3  # XTrace's own error estimate is rough
         assert abs(art.attrs["trace"] - exact) < factor * art.attrs["stderr"], method
         assert float(art["trace"]) == art.attrs["trace"]
+
+
+def test_trace_of_a_relu_network_is_exact(checkpoint, dense, tmp_path):
+    exact = dense[0].sum()
+    for method in ("ggn", "auto"):
+        out = tmp_path / f"{method}.h5"
+        spec = {**SPEC, "dtype": "float64", "trace": {"method": method, "checks": 6}}
+        compute_trace(checkpoint, out, spec, DATASET, device="cpu")
+        art = store.open(out)
+        assert art.attrs["estimator"] == "ggn"
+        assert art.attrs["trace"] == pytest.approx(exact, rel=1e-10)
+        assert art.attrs["stderr"] == 0 and art.attrs["max_diagonal_difference"] < 1e-10
+        np.testing.assert_allclose(art["check/ggn_diagonal"], art["check/hessian_diagonal"])
+        assert art["check/coordinates"].shape == (6,)
+
+
+class _FunctionalTanh(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(64, 6), torch.nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x.flatten(1))))
+
+
+def test_auto_trace_falls_back_to_xtrace(caplog):
+    torch.manual_seed(0)
+    split = load_data(DATASET, "cpu").train
+    batch = next(iter(split.subset(SAMPLES).batches(SAMPLES)))
+    nn = torch.nn
+    tanh = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
+    for model, warned in ((tanh, False), (_FunctionalTanh(), True)):
+        op = hessian.HessianLinearOperator(model, [batch])
+        _, stderr, attrs, extra = trace_estimate(op, {"matvecs": 20})
+        assert attrs == {"estimator": "xtrace"} and extra == {} and stderr > 0
+        assert ("falling back to xtrace" in caplog.text) == warned
+    with pytest.raises(NotPiecewiseLinearError, match="use xtrace"):
+        trace_estimate(op, {"method": "ggn"})
 
 
 def test_density_is_normalized_and_spans_the_spectrum(checkpoint, dense, tmp_path):
