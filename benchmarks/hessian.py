@@ -637,8 +637,9 @@ def trace_rows(name: str, model: nn.Module, x: Tensor, y: Tensor, ref: Reference
         ours(
             "ggn (exact: tr H = tr GGN)",
             lambda op, s: (ggn_trace(op, checks=GGN_CHECKS, seed=s).trace, 0.0),
-            f"per-sample Jacobians, no probes; the products are its {GGN_CHECKS}-entry check "
-            "H_jj = GGN_jj (and the guard); valid for piecewise-linear nets",
+            "per-sample Gram matrices (linear layers from their inputs and output gradients), "
+            f"no probes; the products are its {GGN_CHECKS}-entry check H_jj = GGN_jj (and the "
+            "guard); valid for piecewise-linear nets",
         ),
         Method(
             "PyHessian trace(maxIter=100, tol=0)",
@@ -783,6 +784,8 @@ def hvp_times(
 def fmt(value: float | None, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
+    if spec.endswith("%") and 0 < abs(value) < 1e-4:  # would print as 0.00%
+        return f"{value:.1e}"
     return format(value, spec)
 
 
@@ -913,7 +916,7 @@ def targets(rows: list[Row], refs: dict[str, Reference]) -> list[str]:
             lines.append(
                 f"- {model}, trace `{r.method}` at <= {TARGET_TRACE_ERROR:.0%} with "
                 f"{TRACE_MATVECS} products, no slower than PyHessian's 100-probe Hutchinson: "
-                f"error {'met' if err_ok else 'NOT met'} (RMS {r.errors['rms']:.2%}, "
+                f"error {'met' if err_ok else 'NOT met'} (RMS {fmt(r.errors['rms'], '.2%')}, "
                 f"our SE {fmt(r.stderr, '.2%')}), time {'met' if time_ok else 'NOT met'} "
                 f"({r.seconds:.3f} s vs {pyh_t:.3f} s)"
             )

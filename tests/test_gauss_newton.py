@@ -152,3 +152,37 @@ def test_check_coordinates_visit_every_tensor(models, data):
     assert sorted(tensors.tolist()) == list(range(len(sizes)))
     assert np.array_equal(coords, check_coordinates(op, len(sizes), seed=3))
     assert not np.array_equal(coords, check_coordinates(op, len(sizes), seed=4))
+
+
+class SharedLinear(nn.Module):
+    """One linear layer applied twice: the loss is quadratic in its weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.square, self.out = nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.square(torch.relu(self.square(x.flatten(1))))))
+
+
+class RowWise(nn.Module):
+    """A linear layer over each of the 8 image rows (3-D input: left to jacrev), then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.out = nn.Linear(8, 3), nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.rows(x[:, 0])).flatten(1))
+
+
+def test_weight_sharing_and_sequence_inputs(data):
+    torch.manual_seed(0)
+    with pytest.raises(NotPiecewiseLinearError, match="'square' is called 2 times"):
+        ggn_trace(HessianLinearOperator(SharedLinear(), [data]))
+    model = RowWise()
+    H = dense_hessian(model, *data)
+    result = ggn_trace(HessianLinearOperator(model, batches(*data), dtype=F64), checks=8)
+    assert result.trace == pytest.approx(float(torch.trace(H)), rel=1e-12)
+    diag = torch.diagonal(H).numpy()[result.coordinates]
+    np.testing.assert_allclose(result.ggn_diagonal, diag, rtol=1e-10, atol=1e-14)
