@@ -29,7 +29,7 @@ On top of it:
   (``which="LA"`` top-k, the paper's P.E.; ``"SA"`` most negative, N.E.), with residuals.
 - :func:`eigsh_topk`: the same through ``scipy.sparse.linalg.eigsh`` (the paper's Listing 1).
 - :func:`hutchinson`, :func:`hutchpp`, :func:`xtrace`: stochastic trace estimates with standard
-  errors.
+  errors (the exact trace of piecewise-linear networks is :func:`landscape.gauss_newton.ggn_trace`).
 - :func:`slq_density`: stochastic Lanczos quadrature spectral density (Ghorbani et al. 2019,
   PyHessian's ``density``/``density_generate``, the paper's Listing 2).
 - :func:`directional_derivatives`, :func:`soa_loss_change`: the second-order approximation

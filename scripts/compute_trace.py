@@ -1,4 +1,4 @@
-"""Trace estimate (Hutch++ or Hutchinson) of one checkpoint's Hessian, with its standard error.
+"""Trace of one checkpoint's Hessian (exact for piecewise-linear nets, else XTrace).
 
 Outputs:
     trace: results/{dataset}/{model}/{run}/hessian/epoch{epoch}/trace.h5
