@@ -159,8 +159,7 @@ def trace_estimate(
     method = spec.get("method", "auto")
     matvecs, seed, checks = spec.get("matvecs", 100), spec.get("seed", 0), spec.get("checks", 16)
     if method == "auto":
-        eligible = op.bn_mode == "eval" and not gauss_newton.non_piecewise_linear_modules(op.model)
-        method = "ggn" if eligible else "xtrace"
+        method = "ggn" if gauss_newton.refusal(op) is None else "xtrace"
     if method == "ggn":
         try:
             result = gauss_newton.ggn_trace(op, checks=checks, seed=seed)

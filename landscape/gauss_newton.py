@@ -105,6 +105,27 @@ def non_piecewise_linear_modules(model: nn.Module) -> list[str]:
     ]
 
 
+def refusal(op: HessianLinearOperator) -> str | None:
+    """Why :func:`ggn_trace` refuses ``op`` before computing anything, or None."""
+    if op.bn_mode != "eval":
+        return (
+            f"ggn trace needs bn_mode='eval', got {op.bn_mode!r}: train-mode BN couples the "
+            "samples of a batch; use xtrace"
+        )
+    smooth = non_piecewise_linear_modules(op.model)
+    if smooth:
+        return (
+            f"ggn trace: modules not piecewise linear in their inputs: {', '.join(smooth[:5])}; "
+            "tr(H) != tr(GGN) there, use xtrace"
+        )
+    return None
+
+
+def _offsets(op: HessianLinearOperator) -> np.ndarray:
+    """Start of each parameter tensor in the flat vector, and the total at the end."""
+    return np.cumsum([0] + [math.prod(s) for s in op.shapes.values()])
+
+
 def check_coordinates(op: HessianLinearOperator, num: int, seed: int = 0) -> np.ndarray:
     """``num`` flat coordinates, spread over the parameter tensors, for the diagonal check.
 
@@ -112,8 +133,8 @@ def check_coordinates(op: HessianLinearOperator, num: int, seed: int = 0) -> np.
     once ``num`` reaches their count; within a tensor the coordinate is uniform.
     """
     gen = np.random.default_rng(seed)
-    sizes = [math.prod(s) for s in op.shapes.values()]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    offsets = _offsets(op)
+    sizes = np.diff(offsets)
     order = gen.permutation(len(sizes))
     picks = [order[i % len(sizes)] for i in range(num)]
     return np.array([offsets[t] + gen.integers(sizes[t]) for t in picks], dtype=np.int64)
@@ -157,21 +178,13 @@ def ggn_trace(
             pass (weight sharing), or a diagonal entry of :math:`H` that differs from
             :math:`G`'s.
     """
-    if op.bn_mode != "eval":
-        raise NotPiecewiseLinearError(
-            f"ggn trace needs bn_mode='eval', got {op.bn_mode!r}: train-mode BN couples the "
-            "samples of a batch; use xtrace"
-        )
-    smooth = non_piecewise_linear_modules(op.model)
-    if smooth:
-        raise NotPiecewiseLinearError(
-            f"ggn trace: modules not piecewise linear in their inputs: {', '.join(smooth[:5])}; "
-            "tr(H) != tr(GGN) there, use xtrace"
-        )
+    reason = refusal(op)
+    if reason is not None:
+        raise NotPiecewiseLinearError(reason)
     if memory_mb is None:
         memory_mb = 1024.0 if op.device.type == "cuda" else 32.0
     names = list(op.shapes)
-    starts = np.cumsum([0] + [math.prod(s) for s in op.shapes.values()])
+    starts = _offsets(op)
     coords = check_coordinates(op, checks, seed)
     tensors = np.searchsorted(starts, coords, side="right") - 1
     where = [(names[t], int(j - starts[t])) for j, t in zip(coords, tensors, strict=True)]
@@ -186,7 +199,7 @@ def ggn_trace(
         chunk = None
         for x, y, _ in op.weighted_batches():
             if chunk is None:
-                chunk = engine.chunk_size(x, memory_mb)
+                chunk = engine.prepare(x, memory_mb)
             for start in range(0, len(y), chunk):
                 gram, z, columns = engine(x[start : start + chunk], where)
                 A = curvature(z, y[start : start + chunk]).to(torch.float64)
@@ -252,8 +265,8 @@ class _GramEngine:
 
         return hook
 
-    def chunk_size(self, x: Tensor, memory_mb: float) -> int:
-        """Samples per chunk; a probe forward pass also sorts out the linear layers."""
+    def prepare(self, x: Tensor, memory_mb: float) -> int:
+        """Sorts out the linear layers by a probe forward pass; returns the samples per chunk."""
         self._calls.clear()
         out = self.op.logits(self.op.param_dict(), x[:1])
         for name, count in self._calls.items():
@@ -267,16 +280,10 @@ class _GramEngine:
         for name in set(self.linear) - set(self._calls):
             del self.linear[name]  # not called: its Jacobian is zero, jacrev says so
         self.generic = [n for n in self.op.shapes if _module_of(n) not in self.linear]
-        entries = sum(math.prod(self.op.shapes[n]) for n in self.generic)
-        entries += sum(m.out_features + m.in_features for m in self.linear.values())
-        itemsize = torch.finfo(self.op.dtype).bits // 8
-        return max(1, int(memory_mb * 2**20 // (out.shape[1] * entries * itemsize)))
-
-    def __call__(self, x: Tensor, where: list[tuple[str, int]]) -> tuple[Tensor, Tensor, Tensor]:
-        """``(gram (B, C, C), logits (B, C), Jacobian columns at where (B, C, len(where)))``."""
         params = self.op.param_dict()
+        self._generic_params = {n: params[n] for n in self.generic}
         fixed = {n: p for n, p in params.items() if n not in self.generic}
-        zeros = {
+        self._zeros = {
             name: torch.zeros(1, m.out_features, dtype=self.op.dtype, device=self.op.device)
             for name, m in self.linear.items()
         }
@@ -290,13 +297,23 @@ class _GramEngine:
             inputs = {name: self._inputs[name][0] for name in self.linear}
             return z, (z, inputs)
 
-        jac = vmap(jacrev(logits, argnums=(0, 1), has_aux=True), in_dims=(None, None, 0))
-        (J, D), (z, inputs) = jac({n: params[n] for n in self.generic}, zeros, x)
+        self._jacobians = vmap(
+            jacrev(logits, argnums=(0, 1), has_aux=True), in_dims=(None, None, 0)
+        )
+        entries = sum(math.prod(self.op.shapes[n]) for n in self.generic)
+        entries += sum(m.out_features + m.in_features for m in self.linear.values())
+        itemsize = torch.finfo(self.op.dtype).bits // 8
+        return max(1, int(memory_mb * 2**20 // (out.shape[1] * entries * itemsize)))
+
+    def __call__(self, x: Tensor, where: list[tuple[str, int]]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(gram (B, C, C), logits (B, C), Jacobian columns at where (B, C, len(where)))``."""
+        (J, D), (z, inputs) = self._jacobians(self._generic_params, self._zeros, x)
         B, C = z.shape
         J = {n: v.reshape(B, C, -1) for n, v in J.items()}
+        D = {n: v.reshape(B, C, -1) for n, v in D.items()}
         gram = sum(v @ v.transpose(1, 2) for v in J.values())
         for name, m in self.linear.items():
-            delta = D[name].reshape(B, C, -1)
+            delta = D[name]
             scale = torch.sum(inputs[name] ** 2, 1) + (m.bias is not None)
             gram = gram + (delta @ delta.transpose(1, 2)) * scale[:, None, None]
         columns = []
@@ -305,10 +322,10 @@ class _GramEngine:
             if tensor in J:
                 columns.append(J[tensor][:, :, i])
             elif kind == "bias":
-                columns.append(D[layer].reshape(B, C, -1)[:, :, i])
+                columns.append(D[layer][:, :, i])
             else:
                 row, col = divmod(i, self.linear[layer].in_features)
-                columns.append(D[layer].reshape(B, C, -1)[:, :, row] * inputs[layer][:, None, col])
+                columns.append(D[layer][:, :, row] * inputs[layer][:, None, col])
         empty = torch.zeros(B, C, 0, dtype=z.dtype, device=z.device)
         return gram, z, torch.stack(columns, 2) if columns else empty
 
