@@ -8,6 +8,7 @@ exist. It imports neither torch nor h5py, so building the DAG stays fast.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,7 +66,7 @@ def check_references(config: Mapping[str, Any]) -> None:
             )
     for name, direction in config.get("directions", {}).items():
         if direction.get("kind") == "checkpoint":
-            _check_target(config, f"directions.{name}.target", direction.get("target", {}))
+            _check_target(config, name)
     families = (("curves", ("direction",)), ("surfaces", ("directions",)), ("soa", ("direction",)))
     for family, keys in families:
         for name, block in config.get(family, {}).items():
@@ -135,6 +136,218 @@ def check_files(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"models.{name}.weights: file '{weights}' does not exist")
 
 
+def check_duplicate_keys(paths: Sequence[str | Path]) -> None:
+    """Refuses a YAML (or JSON) config file that gives one key twice in a mapping.
+
+    YAML loaders keep the last value silently, so ``seed: 1`` then ``seed: 7`` would plan jobs
+    with seed 7. Merge keys (``<<: *anchor``) may be overridden; they are not duplicates.
+
+    Raises:
+        ConfigError: e.g. ``directions.gx.seed: duplicate key at lines 12 and 14 of config.yaml``.
+    """
+    import yaml
+
+    for path in paths:
+        try:
+            root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        except (OSError, yaml.YAMLError):  # Snakemake itself reports unreadable files
+            continue
+        if root is not None:
+            _check_duplicates(root, (), path, set())
+
+
+def _check_duplicates(node, parts: tuple, path, seen: set[int]) -> None:
+    import yaml
+
+    if id(node) in seen:  # an alias: the anchored node was checked where it was defined
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(item, (*parts, i), path, seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, name) in first:
+                    raise ConfigError(
+                        f"{_key_path([*parts, name])}: duplicate key at lines "
+                        f"{first[key.tag, name]} and {line} of {path}"
+                    )
+                first[key.tag, name] = line
+            _check_duplicates(value, (*parts, name), path, seen)
+
+
+def check_finite(config: Any, parts: tuple = ()) -> None:
+    """Refuses NaN and infinite numbers anywhere in the config: no key takes them.
+
+    The schema's ranges let NaN through (every comparison with NaN is false), and a spec with
+    NaN or inf cannot be written as JSON.
+
+    >>> check_finite({"curves": {"c": {"lambda": {"min": float("-inf")}}}})
+    Traceback (most recent call last):
+    ...
+    landscape.config.ConfigError: curves.c.lambda.min: -inf is not a finite number
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if isinstance(config, float) and not math.isfinite(config):
+        raise ConfigError(f"{_key_path(parts)}: {config} is not a finite number")
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            check_finite(value, (*parts, key))
+    elif isinstance(config, list | tuple):
+        for i, value in enumerate(config):
+            check_finite(value, (*parts, i))
+
+
+def normalize_numbers(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """Gives each number its key's type in the schema, in place: ``5.0`` -> ``5``, ``1`` -> ``1.0``.
+
+    JSON schema accepts both spellings, but the canonical spec (and so Snakemake's rerun check
+    and every artifact's ``spec``) would differ. Call it on a config that validates. Within
+    ``oneOf`` alternatives only integral floats are made integers: an alternative that fails
+    need not be the one that matched, and an integer is valid wherever ``5.0`` was one.
+
+    >>> schema = {"type": "object", "properties": {"num": {"type": "integer"},
+    ...     "min": {"type": "number"}, "e": {"oneOf": [{"const": "final"}, {"type": "integer"}]}}}
+    >>> config = {"num": 5.0, "min": -1, "e": 3.0}
+    >>> normalize_numbers(config, schema); config
+    {'num': 5, 'min': -1.0, 'e': 3}
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {
+            "integer": lambda _, x: isinstance(x, int) and not isinstance(x, bool),
+            "number": lambda _, x: isinstance(x, float),
+        }
+    )
+    strict = validators.extend(Draft202012Validator, type_checker=checker)(schema)
+    fixes = [
+        (error.absolute_path, value)
+        for error, alternative in _all_errors(strict.iter_errors(config))
+        if (value := _as_schema_type(error, alternative)) is not None
+    ]
+    for where, value in fixes:
+        *parents, last = where
+        block = config
+        for part in parents:
+            block = block[part]
+        block[last] = value
+
+
+def _all_errors(errors, alternative: bool = False):
+    """Every error with the errors of its alternatives, flagged as within an alternative."""
+    for error in errors:
+        yield error, alternative
+        yield from _all_errors(error.context or (), True)
+
+
+def _as_schema_type(error, alternative: bool) -> int | float | None:
+    """The value a strict-type error's number should have, or None if it is no such error."""
+    if error.validator != "type":
+        return None
+    types = error.validator_value
+    types, value = (types if isinstance(types, list) else [types]), error.instance
+    if isinstance(value, float) and value.is_integer() and "integer" in types:
+        return int(value)
+    if type(value) is int and "number" in types and "integer" not in types and not alternative:
+        return float(value)
+    return None
+
+
+# Samples of the fixed-size sources: (train, test); digits depends on test_fraction.
+_SPLIT_SIZES = {
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+    "svhn": (73257, 26032),
+    "flowers102": (1020, 6149),
+}
+
+
+def split_sizes(dataset: Mapping[str, Any]) -> dict[str, int | None]:
+    """Samples in the train and test splits of a dataset block; None where only the data knows.
+
+    >>> split_sizes({"source": "digits"}), split_sizes({"source": "cifar10", "max_test": 500})
+    ({'train': 1347, 'test': 450}, {'train': 50000, 'test': 500})
+    """
+    source = dataset["source"]
+    if source == "digits":  # scikit-learn's split rounds the test fraction up
+        test = math.ceil(1797 * dataset.get("test_fraction", 0.25))
+        sizes: dict[str, int | None] = {"train": 1797 - test, "test": test}
+    elif source in _SPLIT_SIZES:
+        train, test = _SPLIT_SIZES[source]
+        if source == "flowers102" and dataset.get("train_with_val"):
+            train *= 2
+        sizes = {"train": train, "test": test}
+    else:
+        sizes = {"train": None, "test": None}
+    for split in ("train", "test"):
+        limit = dataset.get(f"max_{split}")
+        if limit is not None:
+            sizes[split] = limit if sizes[split] is None else min(limit, sizes[split])
+    return sizes
+
+
+DEFAULT_MAX_FORWARD_PASSES = 100_000_000
+
+
+def check_cost(config: Mapping[str, Any], shards: int | None = None) -> None:
+    """Refuses a curve or surface whose jobs would each forward too many examples.
+
+    A job evaluates its points (a curve's lambdas, a surface shard's share of x.num * y.num) on
+    every sample of its splits, plus ``bn_batches * batch_size`` training samples per point when
+    BN statistics are recomputed. Image folders without ``max_train``/``max_test`` have no known
+    size and are not estimated.
+
+    Args:
+        config: the validated config.
+        shards: surface shards per surface, if the command line overrides ``surface_shards``.
+
+    Raises:
+        ConfigError: naming the grid keys, with the estimate and the limit.
+    """
+    limit = config.get("limits", {}).get("max_forward_passes_per_job", DEFAULT_MAX_FORWARD_PASSES)
+    if limit is None:
+        return
+    shards = shards or config.get("surface_shards", 4)
+    for family, axes in (("curves", ("lambda",)), ("surfaces", ("x", "y"))):
+        for name, block in config.get(family, {}).items():
+            nums = [block[axis]["num"] for axis in axes]
+            points = math.prod(nums)
+            parts = 1 if family == "curves" else min(shards, points)
+            per_job = math.ceil(points / parts)
+            datasets = {config["runs"][run]["dataset"] for run in block_runs(config, block)}
+            per_point = max(
+                (_samples_per_point(block, config["datasets"][d]) for d in datasets), default=0
+            )
+            if per_job * per_point > limit:
+                keys = " and ".join(f"{family}.{name}.{axis}.num" for axis in axes)
+                grid = " x ".join(map(str, nums))
+                jobs = f" in {parts} shard{'s' * (parts > 1)}" if family == "surfaces" else ""
+                raise ConfigError(
+                    f"{keys}: {grid} points{jobs} is {per_job} points per job, about "
+                    f"{per_job * per_point:.2g} forward passes (examples) per job, over "
+                    f"limits.max_forward_passes_per_job = {limit:.2g} (use fewer points"
+                    f"{', more surface_shards' if family == 'surfaces' else ''} "
+                    "or raise the limit)"
+                )
+
+
+def _samples_per_point(block: Mapping[str, Any], dataset: Mapping[str, Any]) -> int:
+    """Examples forwarded at one grid point: the splits, then the BN re-estimation batches."""
+    sizes = split_sizes(dataset)
+    samples = sum(sizes[split] or 0 for split in block["splits"])
+    if block["bn_mode"] == "recompute":
+        bn = block["bn_batches"] * block["batch_size"]
+        samples += bn if sizes["train"] is None else min(bn, sizes["train"])
+    return samples
+
+
 def hdf5_environment(config: Mapping[str, Any]) -> dict[str, str]:
     """Environment variables every job needs for the config's ``hdf5_file_locking``.
 
@@ -200,14 +413,45 @@ def _key_path(parts) -> str:
     return out or "<config>"
 
 
-def _check_target(config: Mapping[str, Any], key: str, target: Mapping[str, Any]) -> None:
+def _check_target(config: Mapping[str, Any], name: str) -> None:
+    """A checkpoint direction's target exists: its run, and its epoch in every run it is read from.
+
+    Without ``target.run`` the target is a checkpoint of each run the direction is made for.
+    """
+    key = f"directions.{name}.target"
+    target = config["directions"][name].get("target", {})
     run, epoch = target.get("run"), target.get("epoch", "final")
     if run is not None and run not in config["runs"]:
         raise ConfigError(f"{key}.run: '{run}' is not a key of runs")
-    if epoch != "final" and run is not None:
-        have = checkpoint_epochs(config["runs"][run]["train"])
-        if epoch not in have:
-            raise ConfigError(f"{key}.epoch: run '{run}' has no checkpoint at epoch {epoch}")
+    if epoch == "final":
+        return
+    for other in [run] if run is not None else direction_runs(config, name):
+        if epoch not in checkpoint_epochs(config["runs"][other]["train"]):
+            raise ConfigError(
+                f"{key}.epoch: run '{other}' has no checkpoint at epoch {epoch} "
+                f"(add it to runs.{other}.train.checkpoints)"
+            )
+
+
+def direction_runs(config: Mapping[str, Any], name: str) -> list[str]:
+    """The runs a direction is made for: those of every block that reads it, in config order.
+
+    >>> direction_runs({"runs": {"a": {}, "b": {}}, "directions": {"d": {}},
+    ...     "curves": {"c": {"direction": "d", "runs": ["b"]}}}, "d")
+    ['b']
+    """
+    readers = (("curves", "direction"), ("soa", "direction"), ("surfaces", "directions"))
+    users = [
+        block
+        for family, key in readers
+        for block in config.get(family, {}).values()
+        if name in (block[key] if isinstance(block[key], list) else [block[key]])
+    ]
+    cosines = config.get("cosines", {})
+    if name in cosines.get("directions", []):
+        users.append(cosines)
+    runs = {run for block in users for run in block_runs(config, block)}
+    return [run for run in config["runs"] if run in runs]
 
 
 def _check_block(

@@ -13,7 +13,10 @@ from landscape.config import (
     block_epochs,
     block_runs,
     canonical,
+    check_cost,
+    check_duplicate_keys,
     check_files,
+    check_finite,
     check_references,
     checkpoint_epochs,
     direction_references,
@@ -21,6 +24,7 @@ from landscape.config import (
     evaluation_spec,
     hdf5_environment,
     hessian_spec,
+    normalize_numbers,
     soa_spec,
     run_spec,
     run_wildcards,
@@ -29,18 +33,28 @@ from landscape.config import (
     selected_runs,
 )
 
+# Every check of the config happens here, before the DAG is built: Snakemake drops an input
+# function's error when the file it would make already exists, so none may raise for the config.
+check_duplicate_keys(
+    workflow.overwrite_configfiles
+    if workflow.config_settings.replace_workflow_config
+    else workflow.configfiles
+)
+check_finite(config)
+SCHEMA = yaml.safe_load(
+    Path(workflow.basedir, "schemas/config.schema.yaml").read_text()
+)
 try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError:
     # Snakemake's message dumps the schema; name the offending key in one line instead.
-    schema = yaml.safe_load(
-        Path(workflow.basedir, "schemas/config.schema.yaml").read_text()
-    )
     raise ConfigError(
-        schema_error(config, schema) or "config does not match its schema"
+        schema_error(config, SCHEMA) or "config does not match its schema"
     ) from None
+normalize_numbers(config, SCHEMA)
 check_references(config)
 check_files(config)
+check_cost(config, workflow.resource_settings.overwrite_scatter.get("surface"))
 # Jobs inherit the environment (also on a cluster, where each job parses this file again);
 # a rule param would make Snakemake rerun every job when the setting changes.
 os.environ.update(hdf5_environment(config))
@@ -103,6 +117,29 @@ def get_previous_checkpoint(wildcards):
             **{**dict(wildcards.items()), "epoch": max(earlier)}
         )
     }
+
+
+def get_resume_checkpoint(wildcards):
+    """The checkpoint training to {epoch} continues from (none for epoch 0).
+
+    The nearest earlier kept checkpoint, except for an existing checkpoint still up to date with
+    the one it was trained from: that one stays its input, so adding a checkpoint in between
+    retrains nothing (training resumes exactly from any earlier checkpoint).
+    """
+    nearest = get_previous_checkpoint(wildcards)
+    out = CHECKPOINT.format(**wildcards)
+    if not nearest or not os.path.exists(out):
+        return nearest
+    from landscape.store import kept_previous
+
+    epoch = int(wildcards.epoch)
+    earlier = {
+        e: CHECKPOINT.format(**{**dict(wildcards.items()), "epoch": e})
+        for e in checkpoint_epochs(config["runs"][wildcards.run]["train"])
+        if e < epoch
+    }
+    kept = kept_previous(out, run_spec(config, wildcards.run), epoch, earlier)
+    return {"previous": kept} if kept else nearest
 
 
 def get_final_checkpoint(wildcards):

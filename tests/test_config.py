@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.utils import validate
 
-from landscape.config import ConfigError, check_references, direction_references
+from landscape.config import (
+    ConfigError,
+    canonical,
+    check_cost,
+    check_duplicate_keys,
+    check_finite,
+    check_references,
+    checkpoint_epochs,
+    direction_references,
+    evaluation_spec,
+    normalize_numbers,
+    run_spec,
+    schema_error,
+    split_sizes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
+SCHEMA_DICT = yaml.safe_load(Path(SCHEMA).read_text())
 
 
 def load(name: str) -> dict:
@@ -66,3 +82,203 @@ def test_direction_references_resolve_runs_and_epochs():
     config["directions"]["other"] = {"kind": "checkpoint", "target": {"run": "vgg_bn", "epoch": 0}}
     assert direction_references(config, "other", "mlp") == {"target": ("vgg_bn", 0)}
     assert direction_references(config, "gauss_filnorm", "mlp") == {}
+
+
+# --------------------------------------------------------------------------- issue 11, items 8-13
+
+
+def _with_checkpoint_direction(config: dict, target: dict, runs="all") -> dict:
+    config["directions"]["d"] = {"kind": "checkpoint", "target": target}
+    config["curves"]["c"] = {"direction": "d", "runs": runs, "epochs": "final"}
+    return config
+
+
+def test_checkpoint_target_epoch_is_checked_without_a_run():
+    """The target is then a checkpoint of each run the direction is made for (item 8)."""
+    config = _with_checkpoint_direction(load("tests/configs/tiny.yaml"), {"epoch": 5})
+    with pytest.raises(ConfigError) as error:
+        check_references(config)
+    assert str(error.value) == (
+        "directions.d.target.epoch: run 'mlp' has no checkpoint at epoch 5 "
+        "(add it to runs.mlp.train.checkpoints)"
+    )
+
+
+def test_checkpoint_target_epoch_is_checked_only_on_the_runs_that_use_it():
+    config = load("tests/configs/tiny.yaml")
+    assert 1 in checkpoint_epochs(config["runs"]["mlp"]["train"])
+    assert 1 not in checkpoint_epochs(config["runs"]["vgg_bn"]["train"])
+    check_references(_with_checkpoint_direction(config, {"epoch": 1}, runs=["mlp"]))
+    _with_checkpoint_direction(config, {"epoch": 1}, runs=["mlp", "vgg_bn"])
+    with pytest.raises(ConfigError, match=r"target\.epoch: run 'vgg_bn' has no checkpoint"):
+        check_references(config)
+    config["curves"].pop("c")  # a direction nothing reads is made for no run
+    check_references(config)
+
+
+def test_duplicate_keys_name_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "runs:\n"  # 1
+        "  a: {dataset: d, model: m}\n"  # 2
+        "directions:\n"  # 3
+        "  gx:\n"  # 4
+        "    seed: 1\n"  # 5
+        "    kind: noise\n"  # 6
+        "    seed: 7\n"  # 7
+    )
+    with pytest.raises(ConfigError) as error:
+        check_duplicate_keys([path])
+    assert str(error.value) == f"directions.gx.seed: duplicate key at lines 5 and 7 of {path}"
+    path.write_text("surfaces: {}\nruns:\n  a: {}\nsurfaces:\n  s: {}\n")  # a top-level block
+    with pytest.raises(ConfigError, match=r"^surfaces: duplicate key at lines 1 and 4 of "):
+        check_duplicate_keys([path])
+    path.write_text('{"runs": {"a": [{"x": 1, "x": 2}]}}')  # JSON too, list items by index
+    with pytest.raises(ConfigError, match=r"^runs\.a\[0\]\.x: duplicate key at lines 1 and 1"):
+        check_duplicate_keys([path])
+
+
+def test_shipped_configs_have_no_duplicate_keys():
+    """paper.yaml overrides keys of merged anchors (`<<: *curve`): that is no duplicate."""
+    paths = [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))]
+    check_duplicate_keys([*paths, *sorted((REPO / "tests" / "configs").glob("*.yaml"))])
+    assert "<<: *" in (REPO / "config" / "paper.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lr: .nan", "runs.mlp.train.lr: nan is not a finite number"),
+        ("lr: -.inf", "runs.mlp.train.lr: -inf is not a finite number"),
+        ("checkpoints: [0, .inf]", "runs.mlp.train.checkpoints[1]: inf is not a finite number"),
+    ],
+)
+def test_non_finite_numbers_name_the_key(text, message):
+    config = load("tests/configs/tiny.yaml")
+    config["runs"]["mlp"]["train"].update(yaml.safe_load(text))
+    with pytest.raises(ConfigError) as error:
+        check_finite(config)
+    assert str(error.value) == message
+
+
+def test_non_finite_lambda_passes_the_schema_but_not_check_finite():
+    config = load("tests/configs/tiny.yaml")
+    config["curves"]["gauss_filnorm"]["lambda"]["min"] = float("inf")
+    validate(config, SCHEMA)  # what the schema alone let through
+    with pytest.raises(ConfigError, match=r"^curves\.gauss_filnorm\.lambda\.min: inf is not"):
+        check_finite(config)
+
+
+def _spelled(replacements: dict[str, str]) -> dict:
+    text = (REPO / "tests" / "configs" / "tiny.yaml").read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    config = yaml.safe_load(text)
+    validate(config, SCHEMA)
+    normalize_numbers(config, SCHEMA_DICT)
+    return config
+
+
+def test_integral_floats_give_the_same_canonical_spec_as_integers():
+    """`num: 3.0` and `num: 3`, `epochs: 2.0` and `epochs: 2`: same specs, so no rerun (item 10)."""
+    plain = _spelled({})
+    text = (REPO / "tests" / "configs" / "tiny.yaml").read_text()
+    edits = {f"{k}: {v}": f"{k}: {v}.0" for k, v in re.findall(r"\b(num|epochs): (\d+)\b", text)}
+    assert edits
+    floats = _spelled(edits)
+    assert floats == plain
+    for family in ("curves", "surfaces"):
+        for name in plain[family]:
+            assert canonical(evaluation_spec(floats, family, name)) == canonical(
+                evaluation_spec(plain, family, name)
+            )
+    for run in plain["runs"]:
+        assert canonical(run_spec(floats, run)) == canonical(run_spec(plain, run))
+    assert isinstance(floats["surfaces"]["plane"]["x"]["num"], int)
+
+
+def test_numbers_take_the_type_of_their_key():
+    config = load("tests/configs/tiny.yaml")
+    config["directions"]["d"] = {"kind": "checkpoint", "target": {"epoch": 0.0}}
+    config["directions"]["g"] = {"kind": "gradient", "batches": 2.0, "scale": 2}
+    config["models"]["vgg_bn"]["layers"] = [4.0, "M", 8]
+    config["curves"]["gauss_filnorm"]["lambda"].update(min=-1, max=1)
+    config["runs"]["mlp"]["train"]["checkpoints"] = [0, 1.0]
+    validate(config, SCHEMA)
+    normalize_numbers(config, SCHEMA_DICT)
+    got = [
+        config["directions"]["d"]["target"]["epoch"],
+        config["directions"]["g"]["batches"],
+        config["directions"]["g"]["scale"],
+        config["models"]["vgg_bn"]["layers"],
+        config["curves"]["gauss_filnorm"]["lambda"],
+        config["runs"]["mlp"]["train"]["checkpoints"],
+    ]
+    assert repr(got) == repr([0, 2, 2.0, [4, "M", 8], {"min": -1.0, "max": 1.0, "num": 5}, [0, 1]])
+    config["directions"]["d"]["target"]["epoch"] = 0.5  # not integral: the schema refuses it
+    assert schema_error(config, SCHEMA_DICT).startswith("directions.d.target.epoch: 0.5 is not")
+
+
+def test_split_sizes_match_the_loaded_digits():
+    from landscape.data import load_data
+
+    for block in ({"source": "digits"}, {"source": "digits", "test_fraction": 0.3, "max_test": 500},
+                  {"source": "digits", "max_train": 100}):
+        data = load_data(block, device="cpu")
+        assert split_sizes(block) == {"train": len(data.train), "test": len(data.test)}, block
+
+
+def _reliability() -> dict:
+    config = yaml.safe_load((REPO / "tests" / "configs" / "reliability.yaml").read_text())
+    validate(config, SCHEMA)
+    return config
+
+
+def test_cost_limit_is_exact_at_its_bound():
+    """The 4x3 surface in 2 shards: 6 points a job, each on 450 test + 1 BN batch of 512."""
+    config = _reliability()
+    per_job = 6 * (450 + 512)
+    config["limits"]["max_forward_passes_per_job"] = per_job
+    check_cost(config)
+    config["limits"]["max_forward_passes_per_job"] = per_job - 1
+    with pytest.raises(ConfigError, match=r"^surfaces\.plane\.x\.num and surfaces\.plane\.y\.num"):
+        check_cost(config)
+    check_cost(config, shards=3)  # --set-scatter surface=3: 4 points a job
+    config["surfaces"]["plane"]["bn_mode"] = "keep"  # no BN batches: 6 x 450
+    check_cost(config)
+
+
+def test_huge_grid_is_refused_with_the_estimate_and_paper_config_passes():
+    config = _reliability()
+    config["surfaces"]["plane"].update(x={"num": 1000, "min": -1.0, "max": 1.0})
+    config["surfaces"]["plane"]["y"]["num"] = 1000
+    with pytest.raises(ConfigError) as error:
+        check_cost(config)
+    assert str(error.value).startswith(
+        "surfaces.plane.x.num and surfaces.plane.y.num: 1000 x 1000 points in 2 shards is "
+        f"500000 points per job, about {500000 * 962:.2g} forward passes (examples) per job, "
+        "over limits.max_forward_passes_per_job = 1e+08"
+    )
+    config["limits"]["max_forward_passes_per_job"] = None
+    check_cost(config)
+    paper = load("config/paper.yaml")
+    check_cost(paper)
+    check_cost(paper, shards=1)  # its 51x51 ResNet-56 surface in one job: 2601 x 30,480
+    curve = {"direction": "gauss_filnorm", "lambda": {"num": 1001}, "runs": ["rn56ns_c10"]}
+    paper["curves"]["long"] = curve  # 1001 x (50,000 + 10,000 + 4 x 512): 6.2e7
+    validate(paper, SCHEMA)
+    check_cost(paper)
+    paper["curves"]["long"]["lambda"]["num"] = 2001
+    with pytest.raises(ConfigError, match=r"^curves\.long\.lambda\.num: 2001 points is 2001"):
+        check_cost(paper)
+
+
+def test_a_failing_number_alternative_does_not_make_an_integer_a_float():
+    schema = {
+        "type": "object",
+        "properties": {"w": {"anyOf": [{"type": "number", "minimum": 10}, {"type": "integer"}]}},
+    }
+    config = {"w": 3}
+    normalize_numbers(config, schema)
+    assert repr(config) == "{'w': 3}"
