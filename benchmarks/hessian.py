@@ -638,8 +638,9 @@ def trace_rows(name: str, model: nn.Module, x: Tensor, y: Tensor, ref: Reference
             "ggn (exact: tr H = tr GGN)",
             lambda op, s: (ggn_trace(op, checks=GGN_CHECKS, seed=s).trace, 0.0),
             "per-sample Gram matrices (linear layers from their inputs and output gradients), "
-            f"no probes; the products are its {GGN_CHECKS}-entry check H_jj = GGN_jj (and the "
-            "guard); valid for piecewise-linear nets",
+            "no probes; the products are its check H_jj = GGN_jj at max("
+            f"{GGN_CHECKS}, parameter tensors) entries, one or more per tensor (and the guard); "
+            "valid for piecewise-linear nets",
         ),
         Method(
             "PyHessian trace(maxIter=100, tol=0)",
@@ -693,7 +694,7 @@ def density_rows(name: str, model: nn.Module, x: Tensor, y: Tensor, ref: Referen
             f"slq_density(steps={DENSITY_STEPS}, runs=1)",
             dtype_name(dtype),
             run,
-            note="full reorthogonalization; 1000-point Gaussian-broadened density included",
+            note="full reorthogonalization; 10000-point density (PyHessian broadening) included",
             ours=True,
         )
 

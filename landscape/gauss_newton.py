@@ -24,10 +24,12 @@ at a percent or more (``benchmarks/hessian.py``). Linear layers contribute throu
 and output gradients alone (their weight Jacobians are outer products), every other tensor
 through its per-sample Jacobian.
 
-Smooth activations (tanh, GELU, ...), LayerNorm, train-mode BN and weight sharing break the
-identity. :func:`ggn_trace` refuses models with such modules and, because a model's ``forward``
-may apply any function, compares :math:`H_{jj}` (one product with :math:`e_j` each) with
-:math:`G_{jj}` at sampled coordinates before it returns.
+Smooth activations (tanh, GELU, ...), LayerNorm, train-mode BN (or BN without running
+statistics, which normalizes by batch statistics even in eval mode) and weight sharing break the
+identity. :func:`ggn_trace` refuses models with such modules or with a module called more than
+once in a forward pass and, because a model's ``forward`` may apply any function, compares
+:math:`H_{jj}` (one product with :math:`e_j` each) with :math:`G_{jj}` at sampled coordinates,
+at least one in every parameter tensor, before it returns.
 """
 
 from __future__ import annotations
@@ -105,12 +107,29 @@ def non_piecewise_linear_modules(model: nn.Module) -> list[str]:
     ]
 
 
+def batch_statistics_modules(model: nn.Module) -> list[str]:
+    """Names of the BN layers that normalize by batch statistics even in eval mode."""
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (not m.track_running_stats or m.running_mean is None or m.running_var is None)
+    ]
+
+
 def refusal(op: HessianLinearOperator) -> str | None:
     """Why :func:`ggn_trace` refuses ``op`` before computing anything, or None."""
     if op.bn_mode != "eval":
         return (
             f"ggn trace needs bn_mode='eval', got {op.bn_mode!r}: train-mode BN couples the "
             "samples of a batch; use xtrace"
+        )
+    coupled = batch_statistics_modules(op.model)
+    if coupled:
+        return (
+            f"ggn trace: BN layers {', '.join(map(repr, coupled[:5]))} have "
+            "track_running_stats=False (no running statistics): they normalize by the "
+            "statistics of each batch even in eval mode, coupling its samples; use xtrace"
         )
     smooth = non_piecewise_linear_modules(op.model)
     if smooth:
@@ -127,16 +146,18 @@ def _offsets(op: HessianLinearOperator) -> np.ndarray:
 
 
 def check_coordinates(op: HessianLinearOperator, num: int, seed: int = 0) -> np.ndarray:
-    """``num`` flat coordinates, spread over the parameter tensors, for the diagonal check.
+    """Flat coordinates for the diagonal check: ``max(num, tensors)``, or none for ``num=0``.
 
-    Tensors are visited in a seeded random order, round-robin, so that every tensor is checked
-    once ``num`` reaches their count; within a tensor the coordinate is uniform.
+    Tensors are visited in a seeded random order, round-robin, so that every parameter tensor
+    is checked at least once (a tensor left out could hide weight sharing or a smooth function);
+    within a tensor the coordinate is uniform.
     """
     gen = np.random.default_rng(seed)
     offsets = _offsets(op)
     sizes = np.diff(offsets)
     order = gen.permutation(len(sizes))
-    picks = [order[i % len(sizes)] for i in range(num)]
+    count = max(num, len(sizes)) if num > 0 else 0
+    picks = [order[i % len(sizes)] for i in range(count)]
     return np.array([offsets[t] + gen.integers(sizes[t]) for t in picks], dtype=np.int64)
 
 
@@ -158,13 +179,15 @@ def ggn_trace(
       respect to a zero added to the layer's output, so the weight Jacobians are never formed;
     - every other tensor through its per-sample Jacobian (``vmap`` of ``jacrev``).
 
-    Chunks of samples are sized to ``memory_mb`` of Jacobian entries. Then ``checks`` products
-    :math:`H e_j` give :math:`H_{jj}` at the coordinates of :func:`check_coordinates`, which
-    must equal :math:`G_{jj}` to :math:`\sqrt{\varepsilon}` of the largest entry.
+    Chunks of samples are sized to ``memory_mb`` of Jacobian entries. Then ``max(checks,
+    tensors)`` products :math:`H e_j` give :math:`H_{jj}` at the coordinates of
+    :func:`check_coordinates` (at least one in every parameter tensor), which must equal
+    :math:`G_{jj}` to :math:`\sqrt{\varepsilon}` of the largest entry.
 
     Args:
         op: The operator (``bn_mode="eval"``): its model, loss, batches and dtype.
-        checks: Diagonal entries compared (one product each); 0 skips the check.
+        checks: Diagonal entries compared (one product each), raised to the number of
+            parameter tensors so that each is checked; 0 skips the check.
         seed: Seeds the check's coordinates.
         memory_mb: Budget for one chunk's Jacobians; None: 32 on a CPU (chunks that stay in
             cache: 2.5x faster than 256 for the benchmark's BN CNN), 1024 on a GPU.
@@ -173,10 +196,10 @@ def ggn_trace(
         A :class:`GGNTrace`.
 
     Raises:
-        NotPiecewiseLinearError: ``bn_mode="train"`` (the samples of a batch are coupled), a
-            module outside :data:`PIECEWISE_LINEAR`, a linear layer called twice in one forward
-            pass (weight sharing), or a diagonal entry of :math:`H` that differs from
-            :math:`G`'s.
+        NotPiecewiseLinearError: ``bn_mode="train"`` or BN without running statistics (the
+            samples of a batch are coupled), a module outside :data:`PIECEWISE_LINEAR`, a module
+            with parameters called twice in one forward pass (weight sharing), or a diagonal
+            entry of :math:`H` that differs from :math:`G`'s.
     """
     reason = refusal(op)
     if reason is not None:
@@ -231,7 +254,9 @@ class _GramEngine:
     """Per-sample Gram matrices :math:`J_i J_i^T` and Jacobian columns of the operator's model.
 
     Used as a context manager: forward hooks on the model's linear layers (removed on exit)
-    record each layer's input and add a zero, the variable that ``jacrev`` differentiates.
+    record each layer's input and add a zero, the variable that ``jacrev`` differentiates;
+    pre-hooks on every module holding a parameter of the operator record which parameters each
+    call uses, so that :meth:`prepare` can refuse weight sharing.
     """
 
     def __init__(self, op: HessianLinearOperator) -> None:
@@ -240,11 +265,18 @@ class _GramEngine:
         self._slots: dict[str, Tensor] = {}
         self._inputs: dict[str, Tensor] = {}
         self._calls: dict[str, int] = {}
+        self._uses: dict[str, list[str]] = {}  # parameter -> modules that used it, per call
+        self._recording = False  # of uses: in the probe pass only
         self._handles: list = []
         self.generic: list[str] = list(op.shapes)  # tensors left to jacrev
 
     def __enter__(self) -> _GramEngine:
         shapes = self.op.shapes
+        canonical = {id(p): n for n, p in self.op.model.named_parameters() if n in shapes}
+        for name, m in self.op.model.named_modules():
+            owned = [canonical[id(p)] for p in m.parameters(recurse=False) if id(p) in canonical]
+            if owned:
+                self._handles.append(m.register_forward_pre_hook(self._use_hook(name, owned)))
         for name, m in self.op.model.named_modules():
             if isinstance(m, nn.Linear) and shapes.get(_join(name, "weight")) == m.weight.shape:
                 if m.bias is None or _join(name, "bias") in shapes:
@@ -255,6 +287,29 @@ class _GramEngine:
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
+
+    def _use_hook(self, name: str, params: list[str]):
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            if self._recording:
+                for p in params:
+                    self._uses.setdefault(p, []).append(name)
+
+        return hook
+
+    def _check_sharing(self) -> None:
+        """Refuses a parameter used by more than one module call in the probe pass."""
+        for param, users in self._uses.items():
+            if len(users) < 2:
+                continue
+            if len(set(users)) == 1:
+                kind = type(self.op.model.get_submodule(users[0])).__name__
+                what = f"{kind} {users[0]!r} is called {len(users)} times in one forward pass"
+            else:
+                what = f"parameter {param!r} is shared by modules {sorted(set(users))}"
+            raise NotPiecewiseLinearError(
+                f"ggn trace: {what}; the loss is then not piecewise linear in its parameters "
+                "(weight sharing); use xtrace"
+            )
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
@@ -268,13 +323,14 @@ class _GramEngine:
     def prepare(self, x: Tensor, memory_mb: float) -> int:
         """Sorts out the linear layers by a probe forward pass; returns the samples per chunk."""
         self._calls.clear()
-        out = self.op.logits(self.op.param_dict(), x[:1])
-        for name, count in self._calls.items():
-            if count > 1:
-                raise NotPiecewiseLinearError(
-                    f"ggn trace: linear layer {name!r} is called {count} times in one forward "
-                    "pass; the loss is then not piecewise linear in its weight; use xtrace"
-                )
+        self._uses.clear()
+        self._recording = True
+        try:
+            out = self.op.logits(self.op.param_dict(), x[:1])
+        finally:
+            self._recording = False
+        self._check_sharing()
+        for name in self._calls:
             if self._inputs[name].dim() != 2:  # a sequence of inputs: left to jacrev
                 del self.linear[name]
         for name in set(self.linear) - set(self._calls):

@@ -19,6 +19,9 @@ Structure the generic loop ignores, used by both:
   f(x; D_i)`` (biases included, as ``f(x; W, b)`` is linear in ``(W, b)`` jointly). Its input does
   not depend on the grid point, so its k + 1 responses are computed once per data batch (and
   cached across points when they fit in the budget) and combined per point. Exact up to rounding.
+  The cache is keyed by the batch's place in the evaluation (split and index, or BN batch index)
+  and a response is reused only for an input equal to the one it was computed from, so batches
+  built anew on every pass (a ``DatasetSplit``) never get another batch's response.
 - BN statistics for ``recompute`` ("UpBN") are a cumulative average over ``B`` fixed batches.
   Under vmap this is an exponential average with momentum ``1 / (b + 1)`` at batch ``b``, which
   needs no data-dependent Python control flow.
@@ -46,7 +49,9 @@ class _FirstLayer(nn.Module):
     """Stands in for the first layer: its responses to theta and each direction, combined.
 
     ``coef`` (shape ``(k,)``) is the only parameter; vmap batches it like any other. Responses
-    are cached by input tensor (storage, offset, shape) while ``cache_bytes`` allows.
+    are cached while ``cache_bytes`` allows, under ``key`` (the batch's place in the evaluation,
+    set by the evaluator before each forward pass; None: no caching), together with the input
+    they came from: a cached response serves only an equal input.
     """
 
     def __init__(self, module: nn.Module, base: dict, dirs: dict, k: int, cache_bytes: float):
@@ -55,24 +60,34 @@ class _FirstLayer(nn.Module):
         self.vectors = [base] + [{n: t[i] for n, t in dirs.items()} for i in range(k)]
         self.coef = nn.Parameter(torch.zeros(k, device=next(iter(base.values())).device))
         self.coef.requires_grad_(False)
-        self.cache: dict[tuple, Tensor] = {}
-        self.cache_bytes = cache_bytes
+        self.key: tuple | None = None
+        self.cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self.budget = self.cache_bytes = cache_bytes
+
+    def clear(self) -> None:
+        """Forgets every cached response (the batches of a new evaluation may differ)."""
+        self.cache.clear()
+        self.cache_bytes = self.budget
 
     def responses(self, x: Tensor) -> Tensor:
-        key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.dtype)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
+        hit = self.cache.get(self.key) if self.key is not None else None
+        if hit is not None and _same(hit[0], x):
+            return hit[1]
         r = torch.stack([functional_call(self.module, v, (x,)) for v in self.vectors])
-        size = r.numel() * r.element_size()
-        if size <= self.cache_bytes:
-            self.cache[key] = r
+        size = r.numel() * r.element_size() + x.numel() * x.element_size()
+        if self.key is not None and hit is None and size <= self.cache_bytes:
+            self.cache[self.key] = (x, r)
             self.cache_bytes -= size
         return r
 
     def forward(self, x: Tensor) -> Tensor:
         r = self.responses(x)
         return r[0] + torch.tensordot(self.coef, r[1:], dims=1)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Same shape, dtype, device and values."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 def _first_layer(model: nn.Module, x: Tensor) -> str | None:
@@ -192,6 +207,7 @@ class GridEvaluator:
         self.use_first_layer = self.strategy == "batched" if first_layer is None else first_layer
         self.compile = compile
         self.first: str | None = None
+        self.stand_in: _FirstLayer | None = None
         self._forward_eval = None
         self._prepared = False
 
@@ -222,7 +238,7 @@ class GridEvaluator:
         base = {n[len(prefix) :]: self.base.pop(n) for n in mine}
         dirs = {n[len(prefix) :]: self.dirs.pop(n) for n in mine if n in self.dirs}
         module = copy.deepcopy(self.work.get_submodule(self.first))
-        stand_in = _FirstLayer(module, base, dirs, self.k, cache_bytes)
+        stand_in = self.stand_in = _FirstLayer(module, base, dirs, self.k, cache_bytes)
         _set_submodule(self.work, self.first, stand_in)
         self.base[prefix + "coef"] = stand_in.coef.detach().clone()
         self.dirs[prefix + "coef"] = torch.eye(self.k, device=stand_in.coef.device)
@@ -245,6 +261,8 @@ class GridEvaluator:
             return out
         if not self._prepared:
             self._prepare(next(iter(next(iter(splits.values())).batches(1)))[0])
+        if self.stand_in is not None:
+            self.stand_in.clear()
         step = self.chunk_size
         with torch.no_grad():
             for start in tqdm(range(0, len(coords), step), disable=not progress, desc="grid"):
@@ -254,6 +272,12 @@ class GridEvaluator:
                     out[s]["loss"][start : start + len(chunk)] = loss
                     out[s]["error"][start : start + len(chunk)] = error
         return out
+
+    def _at(self, key: tuple) -> GridEvaluator:
+        """Names the batch of the next forward pass for the first-layer cache."""
+        if self.stand_in is not None:
+            self.stand_in.key = key
+        return self
 
     def _point_params(self, coords: Tensor) -> dict[str, Tensor]:
         """Stacked parameters of a chunk: ``base + coords @ dirs`` per parameter."""
@@ -280,11 +304,15 @@ class GridEvaluator:
                     for m in self.bn:  # only BN trains: dropout stays off, vmap deterministic
                         m.train()
                         m.momentum = 1.0 / (b + 1)
-                    self._vmapped(params, buffers, x)
+                    self._at(("bn", b))._vmapped(params, buffers, x)
             finally:
                 self.work.eval()
         return {
-            s: _metrics(lambda x: self._vmapped(params, buffers, x), split, self.batch_size)
+            s: _metrics(
+                lambda x, i, s=s: self._at((s, i))._vmapped(params, buffers, x),
+                split,
+                self.batch_size,
+            )
             for s, split in splits.items()
         }
 
@@ -302,20 +330,25 @@ class GridEvaluator:
                     for m in self.bn:  # cumulative average as in the batched strategy
                         m.train()
                         m.momentum = 1.0 / (b + 1)
-                    self.work(x)  # eager: a compiled graph would be rebuilt per momentum
+                    self._at(("bn", b)).work(x)  # eager: a compiled graph is rebuilt per momentum
             finally:
                 self.work.eval()
         return {
-            s: _metrics(lambda x: self._forward_eval(x).unsqueeze(0), split, self.batch_size)
+            s: _metrics(
+                lambda x, i, s=s: self._at((s, i))._forward_eval(x).unsqueeze(0),
+                split,
+                self.batch_size,
+            )
             for s, split in splits.items()
         }
 
 
 def _metrics(forward, split: Split, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-point mean cross-entropy and error over a split; ``forward`` returns (C, B, classes)."""
+    """Per-point mean cross-entropy and error over a split; ``forward(x, batch_index)`` returns
+    (C, B, classes)."""
     loss_sum = wrong = 0
-    for x, y in split.batches(batch_size):
-        logits = forward(x)
+    for i, (x, y) in enumerate(split.batches(batch_size)):
+        logits = forward(x, i)
         c, b = logits.shape[:2]
         # cross-entropy as logsumexp - logit of the label: one fused pass, no (C*B) reshape
         target = logits.gather(-1, y.expand(c, b).unsqueeze(-1)).squeeze(-1)

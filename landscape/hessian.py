@@ -1043,15 +1043,21 @@ def xtrace(op: HessianLinearOperator, num_matvecs: int, seed: int = 0) -> tuple[
 # --------------------------------------------------------------------------- density
 
 
+# PyHessian's density_generate (density_plot.py), the convention of the paper's density figures.
+PYHESSIAN_GRID_POINTS = 10000
+PYHESSIAN_OVERHEAD = 0.01
+PYHESSIAN_VARIANCE = 1e-5
+
+
 def slq_density(
     op: HessianLinearOperator,
     *,
     steps: int = 100,
     runs: int = 5,
-    grid_points: int = 1000,
+    grid_points: int = PYHESSIAN_GRID_POINTS,
     sigma: float | None = None,
     seed: int = 0,
-) -> dict[str, np.ndarray | tuple[float, float] | float]:
+) -> dict[str, np.ndarray | tuple[float, float] | float | str]:
     r"""Spectral density of :math:`H` by stochastic Lanczos quadrature (Ghorbani et al., 2019).
 
     For each run :math:`r`, ``steps`` Lanczos iterations from a normalized Rademacher probe
@@ -1060,31 +1066,36 @@ def slq_density(
     measure :math:`\sum_j (v_r^T u_j)^2 \delta_{\lambda_j}`, exact for polynomials of degree
     :math:`\le 2\,\text{steps} - 1`: :math:`\sum_i w_{r,i} \theta_{r,i}^p = v_r^T H^p v_r`, whose
     expectation is :math:`\operatorname{tr}(H^p)/n`. The density is the run average broadened by
-    Gaussians (as PyHessian's ``density_generate``),
+    Gaussians as in PyHessian's ``density_generate`` (``density_plot.py``), the convention of the
+    papers' density figures:
 
     .. math::
 
-        \phi(t) = \frac{1}{R} \sum_{r=1}^{R} \sum_i w_{r,i}\, \frac{1}{\sigma\sqrt{2\pi}}
-            \exp\Big(-\frac{(t - \theta_{r,i})^2}{2\sigma^2}\Big),
+        \phi(t) = \frac{1}{R} \sum_{r=1}^{R} \sum_i w_{r,i}\, \frac{1}{\sqrt{2\pi s}}
+            \exp\Big(-\frac{(t - \theta_{r,i})^2}{2 s}\Big),
+        \qquad s = 10^{-5} \max(1, t_{\max} - t_{\min}),
 
-    on a uniform grid from :math:`\theta_{\min} - 0.05\Delta` to :math:`\theta_{\max} + 0.05\Delta`
-    (:math:`\Delta = \theta_{\max} - \theta_{\min}`, or 1 if zero), renormalized so that its
-    trapezoidal integral over the grid is exactly 1.
+    on ``grid_points`` (PyHessian: 10000) uniform points from :math:`t_{\min}` (the run average
+    of each run's smallest Ritz value, minus 0.01) to :math:`t_{\max}` (of the largest, plus
+    0.01), normalized so that its Riemann sum (sum times grid step) is 1. ``sigma`` overrides the
+    width only: :math:`s = \sigma^2`. PyHessian's :math:`s` is a variance: its standard
+    deviation :math:`\sqrt{10^{-5}\,\text{span}}` is far narrower than a fraction of the span,
+    so near-zero eigenvalues do not smear into negative mass.
 
     Args:
         op: The operator.
         steps: Lanczos steps per run (capped at ``n``).
         runs: Number of probes :math:`R`.
         grid_points: Grid size.
-        sigma: Gaussian width; default ``(grid[-1] - grid[0]) / 200`` (five grid steps at 1000
-            points).
+        sigma: Gaussian standard deviation; None: PyHessian's :math:`\sqrt{s}`.
         seed: Seeds the probes.
 
     Returns:
         ``grid`` and ``density`` (``(grid_points,)``), ``ritz_values`` and ``weights``
         (``(runs, steps)``; after an early breakdown a run is padded with value 0 and weight 0),
-        ``extreme`` ``(min, max)`` Ritz value (estimates of :math:`\lambda_{\min}`,
-        :math:`\lambda_{\max}`), and ``sigma``.
+        ``extreme`` ``(min, max)`` Ritz value over all runs (estimates of
+        :math:`\lambda_{\min}`, :math:`\lambda_{\max}`), ``sigma`` (the standard deviation
+        used) and ``broadening`` (which convention, in words).
     """
     if runs < 1 or steps < 1 or grid_points < 2:
         raise ValueError("slq_density needs runs >= 1, steps >= 1 and grid_points >= 2")
@@ -1101,24 +1112,30 @@ def slq_density(
         ritz[r, : lz.m] = theta
         weights[r, : lz.m] = s[0] ** 2
     mask = weights > 0
-    lo, hi = float(ritz[mask].min()), float(ritz[mask].max())
-    span = hi - lo if hi > lo else 1.0
-    grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, grid_points)
+    t_min = np.mean([ritz[r][mask[r]].min() for r in range(runs)]) - PYHESSIAN_OVERHEAD
+    t_max = np.mean([ritz[r][mask[r]].max() for r in range(runs)]) + PYHESSIAN_OVERHEAD
+    grid = np.linspace(t_min, t_max, grid_points)
     if sigma is None:
-        sigma = (grid[-1] - grid[0]) / 200.0
+        variance = PYHESSIAN_VARIANCE * max(1.0, t_max - t_min)
+        broadening = "PyHessian: Gaussian variance 1e-5 * max(1, span)"
+    else:
+        variance = float(sigma) ** 2
+        broadening = "density.sigma"
     density = np.zeros(grid_points)
     for r in range(runs):
-        for theta, w in zip(ritz[r][mask[r]], weights[r][mask[r]], strict=True):
-            density += w * np.exp(-0.5 * ((grid - theta) / sigma) ** 2)
-    density /= runs * sigma * math.sqrt(2 * math.pi)
-    density /= np.sum((density[1:] + density[:-1]) * np.diff(grid)) / 2  # trapezoidal integral
+        theta, w = ritz[r][mask[r]], weights[r][mask[r]]
+        gauss = np.exp(-((grid[None, :] - theta[:, None]) ** 2) / (2 * variance))
+        density += (w[:, None] * gauss).sum(0) / math.sqrt(2 * math.pi * variance)
+    density /= runs
+    density /= np.sum(density) * (grid[1] - grid[0])
     return {
         "grid": grid,
         "density": density,
         "ritz_values": ritz,
         "weights": weights,
-        "extreme": (lo, hi),
-        "sigma": float(sigma),
+        "extreme": (float(ritz[mask].min()), float(ritz[mask].max())),
+        "sigma": math.sqrt(variance),
+        "broadening": broadening,
     }
 
 

@@ -691,6 +691,7 @@ def loss_change_samples(
     trace: float | None = None,
     loss: LossFn = F.cross_entropy,
     dtype: torch.dtype | None = None,
+    loss_dtype: torch.dtype | None = torch.float64,
     bn_mode: str = "eval",
     hvp: str = "auto",
 ) -> dict[str, np.ndarray | float]:
@@ -709,7 +710,9 @@ def loss_change_samples(
     product per sample), the actual change from forward passes at the same :math:`\epsilon_s`
     (regenerated from ``seed`` as ``soa_loss_change`` draws them, and checked against its
     :math:`\epsilon_s^T g`). At :math:`\lambda = 0.001` the actual change is of the order of
-    :math:`10^{-6}\operatorname{tr}H`: compute in float64 to resolve it.
+    :math:`10^{-6}\operatorname{tr}H`, at or below the rounding of a float32 loss: the forward
+    passes of the actual change run on a copy of model and data in ``loss_dtype`` (float64 by
+    default), at the perturbations drawn in ``dtype`` and cast exactly.
 
     Args:
         model: The network at :math:`\theta` (not modified).
@@ -721,26 +724,33 @@ def loss_change_samples(
         trace: :math:`\operatorname{tr} H` (e.g. from :func:`landscape.hessian.hutchinson`) for
             the predicted mean.
         loss: ``loss(output, y)`` -> mean loss of a batch.
-        dtype: Computation dtype (default the parameters').
+        dtype: Dtype of the products and perturbations (default the parameters').
+        loss_dtype: Dtype of the actual change's forward passes; None: ``dtype``.
         bn_mode: ``"eval"`` or ``"train"``.
         hvp: The operator's product ``method`` (:class:`~landscape.hessian.HessianLinearOperator`).
 
     Returns:
-        ``lambdas`` ``(L,)``, ``loss0`` :math:`L(\theta)`, ``actual`` ``(S, L)``, ``soa``
-        ``(S, L)``, ``slope`` ``(S,)`` :math:`\epsilon_s^T g`, ``curvature`` ``(S,)``
-        :math:`\epsilon_s^T H\epsilon_s`, ``predicted_mean`` ``(L,)``
+        ``lambdas`` ``(L,)``, ``loss0`` :math:`L(\theta)` (in ``loss_dtype``), ``actual``
+        ``(S, L)``, ``soa`` ``(S, L)``, ``slope`` ``(S,)`` :math:`\epsilon_s^T g`, ``curvature``
+        ``(S,)`` :math:`\epsilon_s^T H\epsilon_s`, ``predicted_mean`` ``(L,)``
         :math:`\tfrac12\lambda^2\sigma^2\operatorname{tr}H` (NaN without ``trace``).
 
     Raises:
         RuntimeError: If the regenerated perturbations do not match ``soa_loss_change``'s.
     """
     dtype = dtype or next(iter(trainable(model).values())).dtype
-    op = HessianLinearOperator(
-        model, list(batches), loss=loss, dtype=dtype, bn_mode=bn_mode, method=hvp
-    )
+    batches = list(batches)
+    op = HessianLinearOperator(model, batches, loss=loss, dtype=dtype, bn_mode=bn_mode, method=hvp)
     soa = soa_loss_change(op, lambdas, num_samples=num_samples, sigma=sigma, seed=seed)
     lam = soa["lambdas"]
-    theta, g, loss0 = op.params(), op.gradient(), op.loss_value()
+    g = op.gradient()
+    exact = op
+    if loss_dtype is not None and loss_dtype != dtype:
+        exact = HessianLinearOperator(
+            model, batches, loss=loss, dtype=loss_dtype, bn_mode=bn_mode, check_deterministic=False
+        )
+    theta = exact.params()
+    loss0 = exact.loss_at(theta)
     gen = torch.Generator().manual_seed(seed)  # the stream soa_loss_change draws from
     actual = np.zeros((num_samples, len(lam)))
     for s in range(num_samples):
@@ -751,7 +761,8 @@ def loss_change_samples(
                 "loss_change_samples: perturbations differ from soa_loss_change's "
                 f"(eps.g {slope} vs {soa['b'][s]})"
             )
-        actual[s] = [op.loss_at(theta + float(t) * eps) - loss0 for t in lam]
+        eps = eps.to(exact.dtype)
+        actual[s] = [exact.loss_at(theta + float(t) * eps) - loss0 for t in lam]
     predicted = (
         np.full(len(lam), np.nan) if trace is None else 0.5 * lam**2 * sigma**2 * float(trace)
     )

@@ -70,7 +70,11 @@ def plot_density(
     trace: str | Path | None = None,
     title: str | None = None,
 ) -> None:
-    """Hessian eigenvalue density on a log scale, extreme eigenvalues as vertical lines (V13)."""
+    """Hessian eigenvalue density on a log scale, extreme eigenvalues as vertical lines (V13).
+
+    The title ends with the Gaussian broadening used (the density file's ``broadening`` and
+    ``sigma`` attributes): PyHessian's convention by default, or ``density.sigma``.
+    """
     art = store.open(density)
     fig, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
     density_values = art["density"]
@@ -87,6 +91,8 @@ def plot_density(
     if trace is not None:
         tr = store.open(trace)
         heading += f"\ntr(H) = {tr.attrs['trace']:.4g} ± {tr.attrs['stderr']:.2g}"
+    if "broadening" in art.attrs:
+        heading += f"\nbroadening: {art.attrs['broadening']} (std {art.attrs['sigma']:.2g})"
     ax.set_title(heading, fontsize=9)
     _save(fig, out)
 

@@ -84,7 +84,8 @@ def test_float64_trace_and_diagonal_equal_the_dense_hessian(name, models, data, 
     np.testing.assert_allclose(result.ggn_diagonal, diag, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(result.hessian_diagonal, diag, rtol=1e-10, atol=1e-14)
     assert result.max_difference < 1e-12
-    assert op.num_matvecs == 12 + 1  # the checks and the determinism guard's forward pass
+    checks = max(12, len(op.shapes))  # at least one per parameter tensor
+    assert op.num_matvecs == checks + 1  # the checks and the determinism guard's forward pass
 
 
 @pytest.mark.parametrize("name", ["mlp", "vgg"])
@@ -186,3 +187,88 @@ def test_weight_sharing_and_sequence_inputs(data):
     assert result.trace == pytest.approx(float(torch.trace(H)), rel=1e-12)
     diag = torch.diagonal(H).numpy()[result.coordinates]
     np.testing.assert_allclose(result.ggn_diagonal, diag, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_diagonal_check_covers_every_parameter_tensor(name, models, data):
+    """ResNet-8 has more tensors than the 16 default checks: each still gets a coordinate."""
+    op = HessianLinearOperator(models[name], batches(*data))
+    tensors = len(op.shapes)
+    result = ggn_trace(op, seed=2)
+    starts = np.cumsum([0, *[int(np.prod(s)) for s in op.shapes.values()]])
+    checked = np.searchsorted(starts, result.coordinates, side="right") - 1
+    assert set(checked.tolist()) == set(range(tensors))
+    assert len(result.coordinates) == max(16, tensors)
+    assert op.num_matvecs == max(16, tensors) + 1  # one product per check, and the guard
+    assert len(check_coordinates(op, 0)) == 0  # checks=0 still skips the check
+
+
+class BatchStatistics(nn.Module):
+    """BN without running statistics: batch statistics even in eval mode (samples coupled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, track_running_stats=False)
+        self.out = nn.Linear(108, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def test_refuses_batch_norm_without_running_statistics(data):
+    torch.manual_seed(0)
+    op = HessianLinearOperator(BatchStatistics(), batches(*data), dtype=F64)
+    with pytest.raises(NotPiecewiseLinearError, match=r"'bn' .*track_running_stats=False"):
+        ggn_trace(op)
+    assert op.num_matvecs == 0
+
+
+class SharedConv(nn.Module):
+    """One convolution applied twice: the loss is quadratic in its weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(1, 1, 3, padding=1), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.conv(torch.relu(self.conv(x)))).flatten(1))
+
+
+class SharedNorm(nn.Module):
+    """One eval-mode BN applied twice: its weight enters the logits as a product with itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2)
+        self.out = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.out(self.bn(torch.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+class Tied(nn.Module):
+    """Two linear layers holding one weight tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.out = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+        self.second.weight = self.first.weight
+
+    def forward(self, x):
+        return self.out(torch.relu(self.second(torch.relu(self.first(x.flatten(1))))))
+
+
+SHARED = [
+    (SharedConv, "Conv2d 'conv' is called 2 times"),
+    (SharedNorm, "BatchNorm2d 'bn' is called 2 times"),
+    (Tied, r"parameter 'first.weight' is shared by modules \['first', 'second'\]"),
+]
+
+
+@pytest.mark.parametrize(("cls", "shared"), SHARED)
+def test_refuses_any_module_called_twice(cls, shared, data):
+    torch.manual_seed(0)
+    op = HessianLinearOperator(cls(), batches(*data), dtype=F64)
+    with pytest.raises(NotPiecewiseLinearError, match=shared):
+        ggn_trace(op)
+    assert op.num_matvecs == 0  # refused before the diagonal check spends products

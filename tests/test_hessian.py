@@ -430,17 +430,41 @@ def test_slq_moments_match_dense_spectrum(name, runs, ops, dense):
         assert abs(moment - exact) <= 0.1 * abs(exact)  # regression guard at this seed
 
 
-def test_slq_density_grid_and_extremes(ops, dense):
+def pyhessian_density(ritz, weights, grid_points=10000, variance=None):
+    """PyHessian's ``density_generate`` convention restated: grid from the run-averaged smallest
+    Ritz value - 0.01 to the run-averaged largest + 0.01, Gaussians of variance
+    1e-5 * max(1, grid span) weighted by the quadrature weights, averaged over runs, normalized
+    to unit Riemann sum (sum * grid step)."""
+    lo = np.mean([r[w > 0].min() for r, w in zip(ritz, weights, strict=True)]) - 0.01
+    hi = np.mean([r[w > 0].max() for r, w in zip(ritz, weights, strict=True)]) + 0.01
+    grid = np.linspace(lo, hi, grid_points)
+    var = 1e-5 * max(1.0, hi - lo) if variance is None else variance
+    density = np.zeros(grid_points)
+    for r, w in zip(ritz, weights, strict=True):
+        for theta, weight in zip(r[w > 0], w[w > 0], strict=True):
+            gauss = np.exp(-((grid - theta) ** 2) / (2 * var)) / np.sqrt(2 * np.pi * var)
+            density += weight * gauss
+    density /= len(ritz)
+    return grid, density / (density.sum() * (grid[1] - grid[0])), var
+
+
+def test_slq_density_follows_pyhessian_by_default(ops, dense):
     evals = np.linalg.eigvalsh(dense["mlp"][0].numpy())
     out = slq_density(ops["mlp"], steps=30, runs=5, seed=0)
     assert out["ritz_values"].shape == out["weights"].shape == (5, 30)
-    grid, density = out["grid"], out["density"]
-    assert grid.shape == density.shape == (1000,) and np.all(density >= 0)
-    assert np.trapezoid(density, grid) == pytest.approx(1.0, rel=1e-12)
-    assert out["sigma"] == pytest.approx((grid[-1] - grid[0]) / 200)
+    grid, density, var = pyhessian_density(out["ritz_values"], out["weights"])
+    assert out["grid"].shape == out["density"].shape == (10000,)
+    np.testing.assert_allclose(out["grid"], grid, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(out["density"], density, rtol=1e-10, atol=1e-12 * density.max())
+    assert out["sigma"] == pytest.approx(math.sqrt(var), rel=1e-14)
+    assert out["broadening"].startswith("PyHessian")
     lo, hi = out["extreme"]
     assert lo == pytest.approx(evals[0], rel=1e-2) and hi == pytest.approx(evals[-1], rel=1e-6)
-    assert grid[0] < lo < hi < grid[-1]
+    # density.sigma overrides the width only
+    wide = slq_density(ops["mlp"], steps=30, runs=5, seed=0, sigma=0.05, grid_points=500)
+    grid, density, _ = pyhessian_density(out["ritz_values"], out["weights"], 500, 0.05**2)
+    np.testing.assert_allclose(wide["density"], density, rtol=1e-10, atol=1e-12 * density.max())
+    assert wide["sigma"] == 0.05 and "sigma" in wide["broadening"]
 
 
 def test_slq_full_steps_gives_the_distinct_eigenvalues(ops, dense):

@@ -467,3 +467,59 @@ def test_invalid_arguments(mlp, digits_batches):
         mine_wpeak(mlp, digits_batches, init=partial)
     with pytest.raises(ValueError, match="targets"):
         descent_angles(mlp, digits_batches, num_directions=1, targets={"t": partial})
+
+
+def test_loss_change_at_lambda_1e_3_needs_float64(digits):
+    """At lambda = 0.001 near a minimum the actual change is ~1e-5 on a loss of ~1: float32
+    forward passes blur it; the default (float64 actual change, float32 products) matches the
+    dense float64 second-order prediction lambda eps.g + 0.5 lambda^2 eps.H.eps per sample."""
+    from torch.func import functional_call, grad, hessian
+
+    from landscape.hessian import _probe
+    from landscape.params import unflatten
+
+    x = digits.train.x[:200].double()
+    y = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0))  # loss ~ 0.9
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10)).double()
+    opt = torch.optim.LBFGS(
+        model.parameters(), max_iter=500, tolerance_grad=1e-12, tolerance_change=0,
+        history_size=50, line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def closure():
+        opt.zero_grad()
+        value = torch.nn.functional.cross_entropy(model(x), y)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    model = model.float()
+    for p in model.parameters():
+        p.grad = None
+    ref = copy.deepcopy(model).double()
+    like = {n: p.detach() for n, p in ref.named_parameters()}
+    theta = torch.cat([p.reshape(-1) for p in like.values()])
+
+    def dense_loss(flat):
+        logits = functional_call(ref, unflatten(flat, like), (x,))
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    g, H = grad(dense_loss)(theta), hessian(dense_loss)(theta)
+    lam, S = 1e-3, 40
+    gen = torch.Generator().manual_seed(5)
+    eps = [_probe(len(theta), gen, "gaussian", torch.float32, "cpu").double() for _ in range(S)]
+    quadratic = np.array([0.5 * lam**2 * float(e @ H @ e) for e in eps])
+    predicted = np.array([lam * float(e @ g) for e in eps]) + quadratic
+    xf = x.float()
+    batches = [(xf[:120], y[:120]), (xf[120:], y[120:])]
+    common = {"lambdas": [lam], "num_samples": S, "seed": 5, "dtype": torch.float32}
+    default = loss_change_samples(model, batches, **common)["actual"][:, 0]
+    scale = np.abs(quadratic).max()
+    assert np.abs(default - predicted).max() < 0.05 * scale
+    assert default.mean() == pytest.approx(predicted.mean(), rel=0.01)
+    assert default.std() == pytest.approx(predicted.std(), rel=0.05)
+    blurred = loss_change_samples(model, batches, loss_dtype=torch.float32, **common)
+    blurred = blurred["actual"][:, 0]
+    assert np.abs(blurred - predicted).max() > 0.3 * scale  # float32: visibly another distribution
+    assert abs(blurred.mean() - predicted.mean()) > 0.2 * predicted.mean()
