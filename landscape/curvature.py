@@ -1,9 +1,11 @@
 """Curvature artifacts of one checkpoint: Hessian spectrum, spectral density and trace as HDF5.
 
-The workflow's ``hessian`` block chooses the evaluation set (the first ``samples`` examples of a
-split, in fixed order, cut into batches of ``batch_size``), the BN mode and the dtype; its
-``spectrum``, ``density`` and ``trace`` sub-blocks set each estimator. Every function here loads
-the checkpoint, builds one :class:`landscape.hessian.HessianLinearOperator` and writes one file:
+The workflow's ``hessian`` block chooses the evaluation set (a fixed class-proportional sample
+of ``samples`` examples of a split, :func:`evaluation_batches`, cut into batches of
+``batch_size``), the BN mode and the dtype; its ``spectrum``, ``density`` and ``trace``
+sub-blocks set each estimator. Every function here loads the checkpoint, builds one
+:class:`landscape.hessian.HessianLinearOperator` and writes one file (with the dataset's
+``subset_seed`` as an attribute):
 
 - spectrum: per ``which`` (``LA``: top-k, the paper's P.E.; ``SA``: most negative, N.E.) the
   datasets ``{which}/eigenvalues``, ``{which}/residuals`` (``||Hv - lambda v||``) and
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,15 @@ TRACE_ESTIMATORS = {
 
 
 def evaluation_batches(data, spec: Mapping[str, Any]) -> list:
-    """The first ``samples`` examples of ``split``, in fixed order, in batches of ``batch_size``."""
+    """The fixed evaluation set in batches of ``batch_size``.
+
+    ``samples`` examples of ``split`` (all if null), drawn class-proportionally and ordered by
+    the dataset's ``subset_seed`` (:meth:`landscape.data.Split.sample`).
+    """
     split = getattr(data, spec.get("split", "train"))
     samples = spec.get("samples")
-    if samples is not None and samples < len(split):
-        split = split.subset(samples)
-    return list(split.batches(spec.get("batch_size", 512)))
+    fixed = split.sample(len(split) if samples is None else samples, data.subset_seed)
+    return list(fixed.batches(spec.get("batch_size", 512)))
 
 
 def operator(model: nn.Module, data, spec: Mapping[str, Any]) -> hessian.HessianLinearOperator:
@@ -67,7 +71,7 @@ def _model_and_data(checkpoint, dataset, device):
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
-    return model, data, meta
+    return model, data, {**meta, "subset_seed": data.subset_seed}
 
 
 def _load(checkpoint, spec, dataset, device):
@@ -82,6 +86,7 @@ def _create(out, kind, spec, checkpoint, meta, op, extra=None):
         "num_params": op.shape[0],
         "num_samples": op.num_samples,
         "hvp": op.chosen_method,
+        "subset_seed": meta["subset_seed"],
         **(extra or {}),
     }
     return store.create(out, kind=kind, spec=spec, inputs={"checkpoint": checkpoint}, attrs=attrs)
@@ -104,6 +109,12 @@ def compute_spectrum(
 ) -> None:
     """Writes the extreme eigenpairs of a checkpoint's Hessian, with residuals.
 
+    Eigenvalues and residuals lie on the ``index`` scale (1 = the most extreme of the family),
+    eigenvectors on ``index`` x ``parameter`` (flat coordinates, in the order of the ``names``
+    attribute; ``shapes`` holds each tensor's shape as JSON), so ``store.open(out).frame()``
+    tabulates the eigenvalues and ``store.open(out).unflatten(row)`` turns an eigenvector into
+    named tensors.
+
     Args:
         spec: the ``hessian`` block's evaluation keys plus ``spectrum``: ``k``, ``which`` (a
             list of ``LA``/``SA``), ``method``, ``tol``, ``max_steps``, ``seed``.
@@ -111,12 +122,16 @@ def compute_spectrum(
     op, meta = _load(checkpoint, spec, dataset, device)
     sub = spec.get("spectrum", {})
     results = {which: eigenpairs(op, sub, which) for which in sub.get("which", ["LA", "SA"])}
-    with _create(out, "spectrum", spec, checkpoint, meta, op, {"names": op.names}) as w:
+    shapes = store.canonical_json([list(s) for s in op.shapes.values()])
+    attrs = {"names": op.names, "shapes": shapes}
+    with _create(out, "spectrum", spec, checkpoint, meta, op, attrs) as w:
+        w.scale("index", np.arange(1, len(next(iter(results.values())).eigenvalues) + 1))
+        w.scale("parameter", np.arange(op.shape[0]))
         for which, pairs in results.items():
-            w.put(f"{which}/eigenvalues", pairs.eigenvalues)
-            w.put(f"{which}/residuals", pairs.residuals)
+            w.put(f"{which}/eigenvalues", pairs.eigenvalues, dims=("index",))
+            w.put(f"{which}/residuals", pairs.residuals, dims=("index",))
             vectors = pairs.eigenvectors.T.detach().to("cpu", torch.float64).numpy()
-            w.put(f"{which}/eigenvectors", vectors)
+            w.put(f"{which}/eigenvectors", vectors, dims=("index", "parameter"))
         w.file.attrs["num_matvecs"] = op.num_matvecs
 
 
@@ -127,19 +142,25 @@ def compute_density(
     dataset: Mapping[str, Any],
     device: str = "auto",
 ) -> None:
-    """Writes the SLQ spectral density (``density`` block: ``steps``, ``runs``, ...)."""
+    """Writes the SLQ spectral density (``density`` block: ``steps``, ``runs``, ...).
+
+    The broadening follows PyHessian's ``density_generate`` unless ``density.sigma`` is set
+    (:func:`landscape.hessian.slq_density`); attributes ``broadening`` (in words) and ``sigma``
+    (the Gaussian standard deviation used) say which.
+    """
     op, meta = _load(checkpoint, spec, dataset, device)
     sub = spec.get("density", {})
     result = hessian.slq_density(
         op,
         steps=sub.get("steps", 100),
         runs=sub.get("runs", 5),
-        grid_points=sub.get("grid_points", 1000),
+        grid_points=sub.get("grid_points", hessian.PYHESSIAN_GRID_POINTS),
         sigma=sub.get("sigma"),
         seed=sub.get("seed", 0),
     )
     lo, hi = result["extreme"]
     extra = {"ritz_min": lo, "ritz_max": hi, "sigma": result["sigma"]}
+    extra["broadening"] = result["broadening"]
     with _create(out, "density", spec, checkpoint, meta, op, extra) as w:
         w.scale("eigenvalue", result["grid"])
         w.put("density", result["density"], dims=("eigenvalue",))
@@ -271,7 +292,7 @@ def compute_soa(
         hvp=spec.get("hvp", "auto"),
     )
     inputs = {"checkpoint": checkpoint, "direction": direction}
-    attrs = {"run": meta["run"], "epoch": meta["epoch"]}
+    attrs = {"run": meta["run"], "epoch": meta["epoch"], "subset_seed": meta["subset_seed"]}
     with store.create(out, kind="soa", spec=spec, inputs=inputs, attrs=attrs) as w:
         w.scale("lambda", result["lambdas"])
         w.scale("offset", result["offsets"])
@@ -293,9 +314,11 @@ def compute_loss_change(
     """Writes the loss change under Gaussian perturbations against 0.5 lambda^2 sigma^2 tr(H) (V13).
 
     ``spec`` holds the evaluation keys of the ``hessian`` block plus ``loss_change``:
-    ``lambdas``, ``sigma``, ``num_samples``, ``seed``. The trace comes from the trace file of
-    the same checkpoint. Datasets on ``sample`` x ``lambda``: ``actual`` and ``soa``; per sample
-    ``slope`` and ``curvature``; ``predicted_mean`` per lambda.
+    ``lambdas``, ``sigma``, ``num_samples``, ``seed`` and ``dtype`` (of the actual change's
+    forward passes, float64 by default; attribute ``loss_dtype``; the products use the
+    ``hessian`` block's ``dtype``). The trace comes from the trace file of the same checkpoint.
+    Datasets on ``sample`` x ``lambda``: ``actual`` and ``soa``; per sample ``slope`` and
+    ``curvature``; ``predicted_mean`` per lambda.
     """
     model, data, meta = _model_and_data(checkpoint, dataset, device)
     sub = spec.get("loss_change", {})
@@ -309,10 +332,13 @@ def compute_loss_change(
         seed=sub.get("seed", 0),
         trace=tr.attrs["trace"],
         dtype=DTYPES[spec.get("dtype", "float32")],
+        loss_dtype=DTYPES[sub.get("dtype", "float64")],
         bn_mode=spec.get("bn_mode", "eval"),
         hvp=spec.get("hvp", "auto"),
     )
     attrs = {"run": meta["run"], "epoch": meta["epoch"], "loss0": float(result["loss0"])}
+    attrs["subset_seed"] = meta["subset_seed"]
+    attrs["loss_dtype"] = sub.get("dtype", "float64")
     attrs |= {"trace": tr.attrs["trace"], "trace_stderr": tr.attrs["stderr"]}
     inputs = {"checkpoint": checkpoint, "trace": trace}
     with store.create(out, kind="loss_change", spec=spec, inputs=inputs, attrs=attrs) as w:
@@ -335,15 +361,16 @@ def compute_angles(
 ) -> None:
     """Writes the angles between Gaussian directions and descent directions (V5).
 
-    Descent directions: the negative gradients of the first ``batches`` training batches of
-    ``batch_size`` (shuffled with ``seed``), and ``theta_f - theta_cur`` towards ``target``.
+    Descent directions: the negative gradients of ``batches`` batches of ``batch_size`` of a
+    class-proportional training sample drawn with ``seed`` (:meth:`landscape.data.Split.sample`),
+    and ``theta_f - theta_cur`` towards ``target``.
     Dataset ``gaussian`` (``direction`` x ``descent``, degrees) and ``between`` (``descent`` x
     ``descent``); the descent names are the ``descent`` scale's ``names`` attribute.
     """
     model, data, meta = _model_and_data(checkpoint, dataset, device)
-    generator = torch.Generator().manual_seed(spec.get("seed", 0))
-    batches = data.train.batches(spec.get("batch_size", 128), shuffle=True, generator=generator)
-    batches = list(islice(batches, spec.get("batches", 4)))
+    size = spec.get("batch_size", 128)
+    fixed = data.train.sample(spec.get("batches", 4) * size, spec.get("seed", 0))
+    batches = list(fixed.batches(size))
     params = trainable(model)
     final = store.read_checkpoint(target)["model"]
     final = {n: final[n].to(p.device, p.dtype) for n, p in params.items()}

@@ -9,6 +9,11 @@ through a :class:`torch.utils.data.DataLoader` (:class:`DatasetSplit`).
 Nothing is ever downloaded: paper-scale sources read a local folder ``root``
 laid out as torchvision's datasets expect it.
 
+Every fixed subset (``max_train``/``max_test``, BN-recompute batches, the Hessian evaluation
+set, gradient and mining batches) is :meth:`Split.sample`: a seeded, class-proportional draw
+(:func:`stratified_indices`) in a seeded order, never the head of a split, which image folders
+sort by class. The seed is the dataset's ``subset_seed`` (:attr:`DataBundle.subset_seed`).
+
 Example:
     >>> bundle = load_data({"source": "digits"}, key="datasets.digits")
     >>> bundle.num_classes, bundle.input_shape, len(bundle.train), len(bundle.test)
@@ -20,7 +25,7 @@ from __future__ import annotations
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ __all__ = [
     "Split",
     "TensorSplit",
     "load_data",
+    "stratified_indices",
 ]
 
 SOURCES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder")
@@ -89,7 +95,28 @@ class Split(ABC):
 
     @abstractmethod
     def subset(self, n: int) -> Split:
-        """Return a split of the same kind holding the first ``n`` samples."""
+        """Return a split of the same kind holding the first ``n`` samples.
+
+        Image folders are sorted by class, so the head is a few classes: a fixed subset that
+        stands for the split is :meth:`sample`.
+        """
+
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """The class label of every sample, in order, as int64 on the CPU (no image is read)."""
+
+    @abstractmethod
+    def take(self, indices: np.ndarray) -> Split:
+        """Return a split of the same kind holding the samples at ``indices``, in that order."""
+
+    def sample(self, n: int, seed: int) -> Split:
+        """A fixed subset of ``n`` samples: :func:`stratified_indices` of the labels.
+
+        Each class keeps its share of the split (within one sample), the samples are in a
+        seeded order (consecutive batches mix the classes), and the same ``seed`` gives the
+        same subset; ``n >= len(self)`` gives every sample in a seeded order.
+        """
+        return self.take(stratified_indices(self.labels(), n, seed))
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -102,6 +129,43 @@ def _check_subset_size(n: int) -> None:
     """Reject a negative or non-integer subset size."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"subset size must be a non-negative integer, got {n!r}")
+
+
+def stratified_indices(labels: Sequence[int] | np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Positions of a seeded, class-proportional sample of ``n`` of ``labels``, in seeded order.
+
+    Class ``c``, with ``N_c`` of the ``N`` labels, gets ``floor(n N_c / N)`` samples, and the
+    classes with the largest remainders one more each (ties broken by the seed), so that every
+    count is within one of ``n N_c / N``; the samples of a class are drawn at random. The result
+    is then shuffled. ``n >= N`` gives a seeded permutation of all positions.
+
+    Args:
+        labels: Integer class labels, one per sample.
+        n: Samples to draw.
+        seed: Seed of numpy's default generator (PCG64): the same on every platform.
+
+    Returns:
+        ``min(n, N)`` distinct positions, int64.
+
+    >>> stratified_indices([0, 0, 0, 0, 1, 1, 1, 1], 4, seed=0).tolist()
+    [1, 5, 2, 7]
+    """
+    _check_subset_size(n)
+    labels = np.asarray(labels).reshape(-1)
+    total = labels.size
+    rng = np.random.default_rng(seed)
+    if n >= total:
+        return rng.permutation(total).astype(np.int64)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    quota, remainder = np.divmod(n * counts.astype(np.int64), total)
+    short = n - int(quota.sum())
+    tie_break = rng.permutation(counts.size)
+    quota[np.lexsort((tie_break, -remainder))[:short]] += 1
+    by_class = np.lexsort((rng.random(total), inverse))  # each class's samples in random order
+    rank = np.empty(total, dtype=np.int64)
+    rank[by_class] = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    chosen = np.flatnonzero(rank < quota[inverse])
+    return rng.permutation(chosen).astype(np.int64)
 
 
 def _order(n: int, shuffle: bool, generator: torch.Generator | None) -> Tensor | None:
@@ -167,6 +231,15 @@ class TensorSplit(Split):
         _check_subset_size(n)
         return TensorSplit(self.x[:n], self.y[:n], self.device)
 
+    def labels(self) -> np.ndarray:
+        """See :meth:`Split.labels`."""
+        return self.y.cpu().numpy()
+
+    def take(self, indices: np.ndarray) -> TensorSplit:
+        """See :meth:`Split.take`; the rows are copied."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
+        return TensorSplit(self.x[idx], self.y[idx], self.device)
+
 
 class DatasetSplit(Split):
     """A split read lazily from a map-style dataset through a DataLoader.
@@ -220,16 +293,46 @@ class DatasetSplit(Split):
         keep = range(min(n, len(self)))
         return DatasetSplit(Subset(self.dataset, keep), self.device, self.num_workers)
 
+    def labels(self) -> np.ndarray:
+        """See :meth:`Split.labels`; see :func:`_dataset_labels` for how they are found."""
+        return _dataset_labels(self.dataset)
+
+    def take(self, indices: np.ndarray) -> DatasetSplit:
+        """See :meth:`Split.take`; the dataset is wrapped in a Subset."""
+        keep = np.asarray(indices, dtype=np.int64).tolist()
+        return DatasetSplit(Subset(self.dataset, keep), self.device, self.num_workers)
+
+
+def _dataset_labels(dataset: Dataset) -> np.ndarray:
+    """The labels of a map-style dataset, from its label list where it has one.
+
+    Subsets are followed down; ``labels`` (:class:`_ImageFiles`) and ``targets`` (torchvision's
+    ImageFolder) are read without opening an image. Any other dataset is read sample by sample.
+    """
+    if isinstance(dataset, Subset):
+        return _dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    for name in ("labels", "targets"):
+        listed = getattr(dataset, name, None)
+        size = len(dataset)  # type: ignore[arg-type]
+        if isinstance(listed, list | tuple | np.ndarray | Tensor) and len(listed) == size:
+            return np.asarray(listed, dtype=np.int64).reshape(-1)
+    items = (int(dataset[i][1]) for i in range(len(dataset)))  # type: ignore[arg-type]
+    return np.fromiter(items, dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class DataBundle:
-    """A loaded dataset: both splits plus what a model needs to know about them."""
+    """A loaded dataset: both splits plus what a model needs to know about them.
+
+    ``subset_seed`` (the dataset's config key) seeds every fixed subset drawn from the splits.
+    """
 
     name: str
     train: Split
     test: Split
     num_classes: int
     input_shape: tuple[int, int, int]
+    subset_seed: int = 0
 
 
 # --------------------------------------------------------------------------- spec helpers
@@ -294,6 +397,16 @@ def _limits(spec: Mapping[str, Any], key: str) -> tuple[int | None, int | None]:
     return _opt_int(spec, "max_train", key, 1), _opt_int(spec, "max_test", key, 1)
 
 
+def _subset_seed(spec: Mapping[str, Any], key: str) -> int:
+    """Return ``subset_seed`` (default 0), the seed of every fixed subset of the dataset."""
+    return _int(spec, "subset_seed", key, 0, 0)
+
+
+def _kept(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray | None:
+    """Positions that ``max_train``/``max_test`` keep (:func:`stratified_indices`); None: all."""
+    return None if limit is None else stratified_indices(labels, limit, seed)
+
+
 def _normalize_uint8(images: np.ndarray, stats: tuple[Sequence[float], Sequence[float]]) -> Tensor:
     """Scale ``(N, C, H, W)`` uint8 images to [0, 1] and normalize per channel (float32)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
@@ -307,10 +420,13 @@ def _tensor_split(
     labels: np.ndarray,
     stats: tuple[Sequence[float], Sequence[float]],
     limit: int | None,
+    seed: int,
     device: torch.device | str,
 ) -> TensorSplit:
-    """Build a normalized TensorSplit from uint8 images, keeping the first ``limit`` samples."""
-    images, labels = images[:limit], labels[:limit]
+    """Build a normalized TensorSplit from uint8 images, keeping a fixed sample of ``limit``."""
+    keep = _kept(labels, limit, seed)
+    if keep is not None:
+        images, labels = images[keep], labels[keep]
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     return TensorSplit(_normalize_uint8(images, stats), y, device)
 
@@ -334,6 +450,7 @@ def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) 
         raise DatasetError(f"{key}.test_fraction must be a number in (0, 1), got {fraction!r}")
     seed = _int(spec, "split_seed", key, 0, 0)
     max_train, max_test = _limits(spec, key)
+    subset_seed = _subset_seed(spec, key)
 
     digits = load_digits()
     images = digits.images.astype(np.float64) / 16.0
@@ -346,7 +463,8 @@ def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) 
     images = ((images - mean) / std).astype(np.float32)[:, None, :, :]
 
     def split(idx: np.ndarray, limit: int | None) -> TensorSplit:
-        idx = idx[:limit]
+        keep = _kept(labels[idx], limit, subset_seed)
+        idx = idx if keep is None else idx[keep]
         x = torch.from_numpy(np.ascontiguousarray(images[idx]))
         return TensorSplit(x, torch.from_numpy(labels[idx]), device)
 
@@ -402,11 +520,12 @@ def _load_cifar(
     expected = f"{sub}/{{{','.join([*train_names, test_name])}}}"
     root = _root(spec, key, source, expected)
     max_train, max_test = _limits(spec, key)
+    seed = _subset_seed(spec, key)
     folder = root / sub
     x_train, y_train = _read_pickles([folder / n for n in train_names], key, label_key)
     x_test, y_test = _read_pickle(folder / test_name, key, label_key)
-    train = _tensor_split(x_train, y_train, stats, max_train, device)
-    test = _tensor_split(x_test, y_test, stats, max_test, device)
+    train = _tensor_split(x_train, y_train, stats, max_train, seed, device)
+    test = _tensor_split(x_test, y_test, stats, max_test, seed, device)
     return DataBundle(source, train, test, classes, (3, 32, 32))
 
 
@@ -440,10 +559,11 @@ def _load_svhn(spec: Mapping[str, Any], device: torch.device | str, key: str) ->
     """Load SVHN (cropped digits) from ``train_32x32.mat`` and ``test_32x32.mat``."""
     root = _root(spec, key, "svhn", "train_32x32.mat and test_32x32.mat")
     max_train, max_test = _limits(spec, key)
+    seed = _subset_seed(spec, key)
     x_train, y_train = _read_svhn(root / "train_32x32.mat", key)
     x_test, y_test = _read_svhn(root / "test_32x32.mat", key)
-    train = _tensor_split(x_train, y_train, _SVHN_STATS, max_train, device)
-    test = _tensor_split(x_test, y_test, _SVHN_STATS, max_test, device)
+    train = _tensor_split(x_train, y_train, _SVHN_STATS, max_train, seed, device)
+    test = _tensor_split(x_test, y_test, _SVHN_STATS, max_test, seed, device)
     return DataBundle("svhn", train, test, 10, (3, 32, 32))
 
 
@@ -498,11 +618,10 @@ def _image_options(spec: Mapping[str, Any], key: str) -> tuple[int, bool, int]:
     return image_size, augment, num_workers
 
 
-def _limited(dataset: Dataset, limit: int | None) -> Dataset:
-    """Keep the first ``limit`` samples of a dataset (all if ``None``)."""
-    if limit is None or limit >= len(dataset):  # type: ignore[arg-type]
-        return dataset
-    return Subset(dataset, range(limit))
+def _limited(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """Keep a fixed sample of ``limit`` samples of a dataset (all, in stored order, if ``None``)."""
+    keep = _kept(_dataset_labels(dataset), limit, seed)
+    return dataset if keep is None else Subset(dataset, keep.tolist())
 
 
 def _mat_ids(path: Path, name: str, key: str) -> np.ndarray:
@@ -534,6 +653,7 @@ def _load_flowers(spec: Mapping[str, Any], device: torch.device | str, key: str)
     """Load Oxford Flowers-102 from the official ``jpg/``, ``imagelabels.mat``, ``setid.mat``."""
     root = _root(spec, key, "flowers102", "jpg/image_*.jpg, imagelabels.mat and setid.mat")
     max_train, max_test = _limits(spec, key)
+    seed = _subset_seed(spec, key)
     image_size, augment, num_workers = _image_options(spec, key)
     with_val = _bool(spec, "train_with_val", key, False)
     labels = _mat_ids(root / "imagelabels.mat", "labels", key)
@@ -549,8 +669,8 @@ def _load_flowers(spec: Mapping[str, Any], device: torch.device | str, key: str)
     test = _flowers_split(root, test_ids, labels, key, test_tf)
     return DataBundle(
         "flowers102",
-        DatasetSplit(_limited(train, max_train), device, num_workers),
-        DatasetSplit(_limited(test, max_test), device, num_workers),
+        DatasetSplit(_limited(train, max_train, seed), device, num_workers),
+        DatasetSplit(_limited(test, max_test, seed), device, num_workers),
         _FLOWERS_CLASSES,
         (3, image_size, image_size),
     )
@@ -587,6 +707,7 @@ def _load_imagefolder(spec: Mapping[str, Any], device: torch.device | str, key: 
     """Load a class-folder dataset: ``root/train/<class>/*`` and ``root/<test_dir>/<class>/*``."""
     root = _root(spec, key, "imagefolder", "train/<class>/<image> and val/ (or test/)")
     max_train, max_test = _limits(spec, key)
+    seed = _subset_seed(spec, key)
     image_size, augment, num_workers = _image_options(spec, key)
     train_dir = root / "train"
     if not train_dir.is_dir():
@@ -604,8 +725,8 @@ def _load_imagefolder(spec: Mapping[str, Any], device: torch.device | str, key: 
         )
     return DataBundle(
         root.name or "imagefolder",
-        DatasetSplit(_limited(train, max_train), device, num_workers),
-        DatasetSplit(_limited(test, max_test), device, num_workers),
+        DatasetSplit(_limited(train, max_train, seed), device, num_workers),
+        DatasetSplit(_limited(test, max_test, seed), device, num_workers),
         len(train.classes),
         (3, image_size, image_size),
     )
@@ -625,7 +746,8 @@ def load_data(
         key: Config path of ``spec`` (e.g. ``"datasets.c10"``), used in error messages.
 
     Returns:
-        The train and test splits with ``num_classes`` and ``input_shape`` ``(C, H, W)``.
+        The train and test splits with ``num_classes``, ``input_shape`` ``(C, H, W)`` and the
+        ``subset_seed`` of the fixed subsets (``max_train``/``max_test`` already applied).
 
     Raises:
         DatasetError: The spec is invalid or the files under ``root`` are missing or malformed.
@@ -636,12 +758,15 @@ def load_data(
     if source not in SOURCES:
         raise DatasetError(f"{key}.source must be one of {', '.join(SOURCES)}; got {source!r}")
     device = torch.device(device)
+    seed = _subset_seed(spec, key)
     if source == "digits":
-        return _load_digits(spec, device, key)
-    if source in ("cifar10", "cifar100"):
-        return _load_cifar(spec, device, key, source)
-    if source == "svhn":
-        return _load_svhn(spec, device, key)
-    if source == "flowers102":
-        return _load_flowers(spec, device, key)
-    return _load_imagefolder(spec, device, key)
+        bundle = _load_digits(spec, device, key)
+    elif source in ("cifar10", "cifar100"):
+        bundle = _load_cifar(spec, device, key, source)
+    elif source == "svhn":
+        bundle = _load_svhn(spec, device, key)
+    elif source == "flowers102":
+        bundle = _load_flowers(spec, device, key)
+    else:
+        bundle = _load_imagefolder(spec, device, key)
+    return replace(bundle, subset_seed=seed)

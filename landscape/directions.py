@@ -12,12 +12,12 @@ Base vectors (``kind``):
 - ``special`` (Asymmetric Valley paper, A3): ``theta_0`` (the run's initialization), ``theta_f``
   (the parameters themselves), ``sign(theta_f)``, ``sign(theta_f - mu)`` (``mu`` the mean of each
   parameter tensor) and ``sgp`` of the last two; see :func:`special`.
-- ``gradient``: the negative gradient of the mean training loss over the first fixed batches
-  (V4); see :func:`negative_gradient`.
+- ``gradient``: the negative gradient of the mean training loss over fixed batches (V4); see
+  :func:`negative_gradient` and :func:`gradient_batches`.
 - ``checkpoint``: ``theta_target - theta`` towards another checkpoint (V4, V7); see :func:`towards`.
 - ``mined``: a direction mined by the paper's Algorithm 1 (``algorithm: wpeak``, a w-peak
-  direction, V9) or Algorithm 2 (``vvv``, a vvv-basin direction, V10) over the first fixed
-  training batches; see :mod:`landscape.mining`.
+  direction, V9) or Algorithm 2 (``vvv``, a vvv-basin direction, V10) over fixed training
+  batches (:func:`gradient_batches`); see :mod:`landscape.mining`.
 - ``eigenvector``: a unit Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
   paper's P.E.; ``SA`` most negative, N.E.; ``index`` from 1), read from the spectrum file that
   :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`.
@@ -42,7 +42,6 @@ The group restriction (A4) zeroes the direction outside one group of
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -457,7 +456,16 @@ def _reference(references: Mapping[str, Mapping[str, Tensor]] | None, role: str,
     return references[role]
 
 
-def _gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
+def gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
+    """The fixed training batches of a ``gradient`` or ``mined`` direction, as an iterator.
+
+    ``batches`` (an integer, or ``"all"``: the whole split) batches of ``batch_size`` of a
+    class-proportional training sample drawn with the dataset's ``subset_seed``
+    (:meth:`landscape.data.Split.sample`).
+
+    Raises:
+        ValueError: without data, or for a bad ``batches``.
+    """
     if data is None:
         raise ValueError(
             f"kind {spec.get('kind')!r}: needs data (a DataBundle with the training split)"
@@ -465,8 +473,9 @@ def _gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
     count = spec.get("batches", 1)
     if count != "all" and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"batches: expected an integer >= 1 or 'all', got {count!r}")
-    batches = data.train.batches(spec.get("batch_size", 128))
-    return batches if count == "all" else itertools.islice(batches, count)
+    size = spec.get("batch_size", 128)
+    samples = len(data.train) if count == "all" else count * size
+    return data.train.sample(samples, data.subset_seed).batches(size)
 
 
 def _mined(spec: Mapping[str, Any], model: nn.Module, batches: list) -> Direction:
@@ -500,8 +509,8 @@ def make_direction(
 
     - ``kind``: ``noise`` (default; ``distribution`` default gaussian, ``seed`` default 0),
       ``special`` (``of``, one of :data:`SPECIALS`, default ``theta_f``; ``seed`` for sgp),
-      ``gradient`` (``batches``: the first fixed, unshuffled training batches, an integer >= 1
-      or ``"all"``, default 1; ``batch_size`` default 128; eval-mode loss) or ``checkpoint``
+      ``gradient`` (``batches``: fixed training batches, :func:`gradient_batches`, an integer
+      >= 1 or ``"all"``, default 1; ``batch_size`` default 128; eval-mode loss) or ``checkpoint``
       (``target - theta``; ``target`` names the checkpoint for the workflow, the library uses
       ``references["target"]``), ``eigenvector`` (``references["eigenvector"]``, see
       :func:`eigenvector`) or ``mined`` (``algorithm`` wpeak or vvv, ``epochs``, ``lr``,
@@ -535,11 +544,11 @@ def make_direction(
         theta_0 = _reference(references, "theta_0", "of 'theta_0'") if of == "theta_0" else None
         eps = special(of, params, theta_0=theta_0, seed=seed)
     elif kind == "gradient":
-        eps = negative_gradient(model, _gradient_batches(spec, data))
+        eps = negative_gradient(model, gradient_batches(spec, data))
     elif kind == "eigenvector":
         eps = dict(_reference(references, "eigenvector", "kind 'eigenvector'"))
     elif kind == "mined":
-        eps = _mined(spec, model, list(_gradient_batches(spec, data)))
+        eps = _mined(spec, model, list(gradient_batches(spec, data)))
     else:
         eps = towards(params, _reference(references, "target", "kind 'checkpoint'"))
     if _choice(spec, "sign", SIGNS, "none") == "consistent":
@@ -577,7 +586,8 @@ def write_direction(
         device: ``auto``, ``cpu`` or ``cuda``.
         references: Role (``theta_0``, ``target``) -> checkpoint path, see
             :func:`required_references`; recorded as inputs of the artifact.
-        dataset: The dataset config block, read only when the spec needs data (``gradient``).
+        dataset: The dataset config block, read only when the spec needs data (``gradient``,
+            ``mined``); its ``subset_seed`` is then stored as an attribute.
         spectrum: The checkpoint's spectrum file (``kind: eigenvector``).
     """
     dev = resolve_device(device)
@@ -595,11 +605,14 @@ def write_direction(
     data = load_data(dataset, dev) if dataset is not None and needs_data(spec) else None
     direction = make_direction(spec, model, references=refs, data=data)
     norms = {"direction_norm": global_norm(direction), "theta_norm": global_norm(params)}
+    attrs = {**norms, "run": meta["run"], "epoch": meta["epoch"]}
+    if data is not None:  # the seed of its fixed batches
+        attrs["subset_seed"] = data.subset_seed
     with store.create(
         out,
         kind="direction",
         spec=spec,
         inputs={"checkpoint": checkpoint, **paths},
-        attrs={**norms, "run": meta["run"], "epoch": meta["epoch"]},
+        attrs=attrs,
     ) as w:
         w.put_tensors("params", direction)

@@ -7,15 +7,14 @@ BN modes (Li et al., Appendix A.2):
 
 - ``keep`` ("No UpBN"): the running statistics of theta are used for every point.
 - ``recompute`` ("UpBN"): for every point the running statistics are re-estimated as a
-  cumulative average (PyTorch's ``momentum=None``) over a fixed list of training batches, then
-  the model is evaluated in eval mode.
+  cumulative average (PyTorch's ``momentum=None``) over a fixed list of training batches
+  (:func:`fixed_bn_batches`), then the model is evaluated in eval mode.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from landscape import store
 from landscape.curves import analyze_curve
-from landscape.data import Split, load_data
+from landscape.data import DataBundle, Split, load_data
 from landscape.directions import Direction, orthogonalize
 from landscape.grid import GridEvaluator
 from landscape.train import load_model, resolve_device
@@ -113,6 +112,19 @@ def shard_indices(total: int, scatteritem: str) -> np.ndarray:
     return np.array_split(np.arange(total), n)[i - 1]
 
 
+def fixed_bn_batches(data: DataBundle, spec: Mapping[str, Any]) -> list[tuple[Tensor, Tensor]]:
+    """The training batches that re-estimate BN statistics (``bn_mode: recompute``).
+
+    ``bn_batches`` batches of ``batch_size`` of a class-proportional training sample drawn with
+    the dataset's ``subset_seed`` (:meth:`landscape.data.Split.sample`): the same for every point,
+    shard and curve of a dataset; no batches for ``keep``.
+    """
+    if spec["bn_mode"] != "recompute":
+        return []
+    size = spec["batch_size"]
+    return list(data.train.sample(spec["bn_batches"] * size, data.subset_seed).batches(size))
+
+
 def _evaluation(checkpoint, directions, spec, dataset, device):
     """Model, directions, splits and BN batches of one curve or surface job."""
     dev = resolve_device(device)
@@ -124,14 +136,13 @@ def _evaluation(checkpoint, directions, spec, dataset, device):
     ]
     if spec.get("orthogonalize"):
         vectors[1] = orthogonalize(vectors[0], vectors[1])
-    bn_batches = list(islice(data.train.batches(spec["batch_size"]), spec["bn_batches"]))
     splits = {s: getattr(data, s) for s in spec["splits"]}
     engine = {
         "bn_mode": spec["bn_mode"],
-        "bn_batches": bn_batches,
+        "bn_batches": fixed_bn_batches(data, spec),
         "batch_size": spec["batch_size"],
     }
-    return model, meta, vectors, splits, engine
+    return model, {**meta, "subset_seed": data.subset_seed}, vectors, splits, engine
 
 
 def compute_curve(
@@ -163,7 +174,7 @@ def compute_curve(
         kind="curve",
         spec=spec,
         inputs={"checkpoint": checkpoint, "direction": direction},
-        attrs={"num_classes": meta["num_classes"], "run": meta["run"], "epoch": meta["epoch"]},
+        attrs={k: meta[k] for k in ("num_classes", "run", "epoch", "subset_seed")},
     ) as w:
         w.scale("lambda", lambdas)
         for name, values in metrics.items():
@@ -204,7 +215,7 @@ def compute_surface_shard(
     coords = np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
     result = evaluate_grid(model, vectors, coords, splits, **engine)
     inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}
-    attrs = {k: meta[k] for k in ("num_classes", "run", "epoch")}
+    attrs = {k: meta[k] for k in ("num_classes", "run", "epoch", "subset_seed")}
     with store.create(out, kind="surface_shard", spec=spec, inputs=inputs, attrs=attrs) as w:
         w.put("index", index)
         for s, by_metric in result.items():
@@ -215,17 +226,24 @@ def compute_surface_shard(
 def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[str, Any]) -> None:
     """Gathers shards into one surface with ``x`` and ``y`` scales; a missing point is NaN.
 
+    The surface records as its ``inputs`` the checkpoint and the x and y directions (paths and
+    SHA-256) that its shards record, not the temporary shards themselves.
+
     Raises:
-        ValueError: if a shard was computed for another spec.
+        ValueError: if a shard was computed for another spec or from other input files.
     """
     xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
     grids: dict[str, np.ndarray] = {}
     attrs: dict[str, Any] = {}
+    inputs: dict[str, Any] | None = None
     for path in shards:
         shard = store.open(path)
         if shard.spec != json.loads(store.canonical_json(spec)):
             raise ValueError(f"{path}: shard spec differs from the surface's spec")
-        attrs = {k: shard.attrs[k] for k in ("num_classes", "run", "epoch")}
+        if inputs is not None and shard.inputs != inputs:
+            raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
+        inputs = shard.inputs
+        attrs = {k: shard.attrs[k] for k in ("num_classes", "run", "epoch", "subset_seed")}
         attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
         for name, values in shard.data.items():
             if name == "index":
@@ -236,7 +254,7 @@ def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[s
         out,
         kind="surface",
         spec=spec,
-        inputs={f"shard{i}": p for i, p in enumerate(shards)},
+        inputs=inputs,
         attrs=attrs,
     ) as w:
         w.scale("x", xs)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from landscape import hessian, store
+from landscape import hessian, plots, store
 from landscape.config import ConfigError, check_references
 from landscape.curvature import (
     compute_angles,
@@ -52,7 +52,7 @@ def dense(checkpoint):
     model, _ = load_model(checkpoint, "cpu")
     model = model.double().eval()
     split = load_data(DATASET, "cpu").train
-    x, y = next(iter(split.subset(SAMPLES).batches(SAMPLES)))
+    x, y = next(iter(split.sample(SAMPLES, 0).batches(SAMPLES)))  # the fixed evaluation set
     params = trainable(model)
     shapes = [(n, p.shape, p.numel()) for n, p in params.items()]
 
@@ -87,6 +87,7 @@ def test_spectrum_matches_dense_hessian(spectrum, dense):
     cos = np.abs(art["LA/eigenvectors"] @ vectors[:, ::-1][:, :3])
     np.testing.assert_allclose(np.diag(cos), 1.0, atol=1e-8)
     assert art.attrs["num_samples"] == SAMPLES and art.attrs["num_params"] == len(values)
+    assert art.attrs["subset_seed"] == 0  # with the split and samples: the evaluation set
 
 
 def test_eigenvector_direction_round_trip(spectrum, checkpoint, dense, tmp_path):
@@ -209,7 +210,7 @@ def test_auto_trace_falls_back_to_xtrace(caplog):
         trace_estimate(op, {"method": "ggn"})
 
 
-def test_density_is_normalized_and_spans_the_spectrum(checkpoint, dense, tmp_path):
+def test_density_is_normalized_and_spans_the_spectrum(checkpoint, dense, tmp_path, monkeypatch):
     values = dense[0]
     out = tmp_path / "density.h5"
     spec = {**SPEC, "dtype": "float64", "density": {"steps": 40, "runs": 2, "grid_points": 400}}
@@ -217,11 +218,23 @@ def test_density_is_normalized_and_spans_the_spectrum(checkpoint, dense, tmp_pat
     art = store.open(out)
     grid, density = art["eigenvalue"], art["density"]
     assert art.dims["density"] == ("eigenvalue",)
-    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-9)
+    assert np.sum(density) * (grid[1] - grid[0]) == pytest.approx(1.0, abs=1e-12)  # PyHessian's
+    assert art.attrs["broadening"] == "PyHessian: Gaussian variance 1e-5 * max(1, span)"
+    span = grid[-1] - grid[0]
+    assert art.attrs["sigma"] == pytest.approx(np.sqrt(1e-5 * max(1.0, span)), rel=1e-12)
     assert art.attrs["ritz_max"] == pytest.approx(values.max(), rel=1e-6)
     assert art.attrs["ritz_min"] == pytest.approx(values.min(), rel=1e-6)
     # Gauss quadrature: each run's weights sum to one and reproduce v^T H v.
     np.testing.assert_allclose(art["weights"].sum(axis=1), 1.0, atol=1e-10)
+    titles = []
+
+    def save(fig, path):
+        titles.append(fig.axes[0].get_title())
+        plots.plt.close(fig)
+
+    monkeypatch.setattr(plots, "_save", save)
+    plots.plot_density(out, tmp_path / "density.png")
+    assert "broadening: PyHessian: Gaussian variance 1e-5 * max(1, span)" in titles[0]
 
 
 def test_config_checks_eigenvector_directions():
@@ -252,7 +265,7 @@ def reference_loss(checkpoint, direction, lam):
     for name, d in eps.items():
         state[name] = state[name] + lam * torch.as_tensor(d)
     model.load_state_dict(state)
-    split = load_data(DATASET, "cpu").train.subset(SAMPLES)
+    split = load_data(DATASET, "cpu").train.sample(SAMPLES, 0)
     x, y = next(iter(split.batches(SAMPLES)))
     with torch.no_grad():
         return F.cross_entropy(model.eval()(x), y).item()
@@ -308,3 +321,47 @@ def test_angles_of_gaussians_are_near_ninety_degrees(checkpoint, tmp_path):
     np.testing.assert_allclose(np.diag(art["between"]), 0.0, atol=1e-12)
     # theta_f - theta_0 is a descent direction: it makes an acute angle with the batch gradients.
     assert (art["between"][:2, 2] < 90).all()
+
+
+def test_loss_change_in_float64_by_default_with_float32_products(checkpoint, tmp_path):
+    trace = tmp_path / "trace.h5"
+    compute_trace(checkpoint, trace, {**SPEC, "trace": {"method": "ggn"}}, DATASET, device="cpu")
+    sub = {"lambdas": [0.001], "num_samples": 20, "seed": 1}
+    arts = {}
+    for dtype in ("float64", "float32", None):
+        out = tmp_path / f"loss_change_{dtype}.h5"
+        block = sub if dtype is None else {**sub, "dtype": dtype}
+        compute_loss_change(checkpoint, trace, out, {**SPEC, "loss_change": block}, DATASET, "cpu")
+        arts[dtype] = store.open(out)
+    assert arts[None].attrs["loss_dtype"] == "float64"
+    np.testing.assert_array_equal(arts[None]["actual"], arts["float64"]["actual"])
+    assert not np.array_equal(arts["float32"]["actual"], arts["float64"]["actual"])
+    soa = arts[None]["soa"][:, 0]  # float32 products: exact enough for the quadratic itself
+    assert np.median(np.abs(arts[None]["actual"][:, 0] - soa) / np.abs(soa)) < 0.01
+
+
+def test_spectrum_has_scales_and_shapes_to_rebuild_tensors(spectrum, checkpoint):
+    art = store.open(spectrum)
+    params = trainable(load_model(checkpoint, "cpu")[0])
+    n = sum(p.numel() for p in params.values())
+    assert art.dims["LA/eigenvectors"] == art.dims["SA/eigenvectors"] == ("index", "parameter")
+    assert art.dims["LA/eigenvalues"] == art.dims["SA/residuals"] == ("index",)
+    np.testing.assert_array_equal(art["index"], [1, 2, 3])
+    np.testing.assert_array_equal(art["parameter"], np.arange(n))
+    table = art.frame()
+    assert list(table.index) == [1, 2, 3] and table.index.name == "index"
+    np.testing.assert_array_equal(table["SA/eigenvalues"], art["SA/eigenvalues"])
+    for which in ("LA", "SA"):
+        for i, row in enumerate(art[f"{which}/eigenvectors"]):
+            tensors = art.unflatten(row)
+            assert list(tensors) == list(params)
+            assert {k: v.shape for k, v in tensors.items()} == {
+                k: tuple(p.shape) for k, p in params.items()
+            }
+            flat = np.concatenate([v.reshape(-1) for v in tensors.values()])
+            np.testing.assert_array_equal(flat, row)
+            direction = eigenvector(params, spectrum, which, i + 1)  # the library's own reading
+            for k, v in tensors.items():
+                np.testing.assert_allclose(v, direction[k].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"spectrum\.h5.*3 elements"):
+        art.unflatten(np.zeros(3))

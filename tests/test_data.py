@@ -19,6 +19,7 @@ from landscape.data import (
     Split,
     TensorSplit,
     load_data,
+    stratified_indices,
 )
 
 # --------------------------------------------------------------------------- fixtures
@@ -35,13 +36,21 @@ def _write_pickle(path: Path, batch: dict) -> None:
         pickle.dump(batch, fh)
 
 
-def _cifar_root(tmp_path: Path, rng: np.random.Generator, n: int = 20) -> Path:
-    """CIFAR-10 layout: 5 train batches of n images, one test batch of n images."""
+def _cifar_root(
+    tmp_path: Path, rng: np.random.Generator, n: int = 20, sort: bool = False
+) -> Path:
+    """CIFAR-10 layout: 5 train batches of n images, one test batch of n images.
+
+    ``sort`` labels the training images by class (10 per class for n = 20), as image folders are.
+    """
     root = tmp_path / "c10"
     folder = root / "cifar-10-batches-py"
+    sorted_labels = np.repeat(np.arange(10), 5 * n // 10)
     for i in range(1, 6):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        if sort:
+            labels = sorted_labels[(i - 1) * n : i * n].tolist()
         _write_pickle(folder / f"data_batch_{i}", {b"data": data, b"labels": labels})
     data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
     labels = [int(v) for v in rng.integers(0, 10, size=n)]
@@ -131,7 +140,14 @@ def test_digits_test_fraction_and_limits() -> None:
     assert (len(b.train), len(b.test)) == (100, 7)
     full = load_data({"source": "digits", "test_fraction": 0.5})
     assert (len(full.train), len(full.test)) == (898, 899)
-    assert torch.equal(b.train.x, full.train.x[:100])
+    keep = stratified_indices(full.train.y.numpy(), 100, 0)
+    assert torch.equal(b.train.x, full.train.x[keep]) and torch.equal(b.train.y, full.train.y[keep])
+    _assert_proportional(b.train.y, 100, full.train.y)
+    _assert_proportional(b.test.y, 7, full.test.y)
+    spec = {"source": "digits", "test_fraction": 0.5, "max_train": 100, "subset_seed": 1}
+    other = load_data(spec)
+    assert not torch.equal(other.train.x, b.train.x)
+    assert (b.subset_seed, other.subset_seed) == (0, 1)
 
 
 def test_digits_bad_test_fraction() -> None:
@@ -250,12 +266,15 @@ def test_cifar10(tmp_path: Path) -> None:
 
 
 def test_cifar10_max_train(tmp_path: Path) -> None:
-    root = _cifar_root(tmp_path, np.random.default_rng(1))
+    root = _cifar_root(tmp_path, np.random.default_rng(1), sort=True)
     full = load_data({"source": "cifar10", "root": str(root)})
+    assert full.train.y.tolist() == sorted(full.train.y.tolist())  # class-sorted like the fixture
     b = load_data({"source": "cifar10", "root": str(root), "max_train": 30, "max_test": 5})
     assert (len(b.train), len(b.test)) == (30, 5)
-    assert torch.equal(b.train.x, full.train.x[:30])
-    assert torch.equal(b.test.y, full.test.y[:5])
+    keep = stratified_indices(full.train.y.numpy(), 30, 0)
+    assert torch.equal(b.train.x, full.train.x[keep])
+    _assert_proportional(b.train.y, 30, full.train.y)  # the first 30 would be classes 0-2
+    _assert_proportional(b.test.y, 5, full.test.y)
 
 
 def test_cifar100(tmp_path: Path) -> None:
@@ -318,8 +337,10 @@ def test_svhn(tmp_path: Path) -> None:
     raw = scipy.io.loadmat(root / "train_32x32.mat")["X"]
     expected = (raw[4, 7, 2, 3] / 255.0 - 0.4728) / 0.1970
     assert b.train.x[3, 2, 4, 7].item() == pytest.approx(expected, abs=1e-5)
-    small = load_data({"source": "svhn", "root": str(root), "max_train": 2})
-    assert small.train.y.tolist() == [0, 1] and len(small.test) == 3
+    small = load_data({"source": "svhn", "root": str(root), "max_train": 3})
+    assert len(small.train) == 3 and len(small.test) == 3
+    _assert_proportional(small.train.y, 3, b.train.y)  # one of the two 0s, then two of 1, 2, 5, 9
+    assert 0 in small.train.y.tolist()
 
 
 def test_svhn_missing_file(tmp_path: Path) -> None:
@@ -367,6 +388,9 @@ def test_flowers102_train_with_val_and_limits(tmp_path: Path) -> None:
     assert x.shape == (5, 3, 8, 8)
     limited = load_data({**spec, "max_train": 4})
     assert len(limited.train) == 4
+    labels = torch.cat([y for _, y in limited.train.batches(8)])
+    _assert_proportional(labels, 4, torch.tensor([0, 101, 4, 0, 6]))
+    assert 0 in labels.tolist()  # the only class with two images keeps one
 
 
 def test_flowers102_missing_image(tmp_path: Path) -> None:
@@ -404,7 +428,7 @@ def test_imagefolder(tmp_path: Path, test_dir: str) -> None:
     # Class "bee" is pure green: its green channel is the largest after normalization.
     assert x[1, 1].mean() > x[1, 0].mean() and x[1, 1].mean() > x[1, 2].mean()
     limited = load_data({**spec, "max_train": 3})
-    assert torch.cat([y for _, y in limited.train.batches(8)]).tolist() == [0, 0, 1]
+    assert sorted(torch.cat([y for _, y in limited.train.batches(8)]).tolist()) == [0, 1, 2]
 
 
 def test_imagefolder_class_mismatch(tmp_path: Path) -> None:
@@ -446,3 +470,130 @@ def test_bad_max_train() -> None:
 
 def test_dataset_error_is_value_error() -> None:
     assert issubclass(DatasetError, ValueError)
+
+
+# --------------------------------------------------------------------------- fixed subsets
+
+
+def _assert_proportional(labels, n: int, population) -> None:
+    """Each class holds ``floor`` or ``ceil`` of ``n * N_c / N`` of the ``n`` samples.
+
+    ``N_c`` of the ``N`` labels of ``population`` belong to class ``c``.
+    """
+    labels, population = np.asarray(labels), np.asarray(population)
+    classes = int(max(labels.max(initial=0), population.max())) + 1
+    counts = np.bincount(labels, minlength=classes)
+    expected = n * np.bincount(population, minlength=classes) / population.size
+    assert counts.sum() == n
+    assert np.all(np.abs(counts - expected) < 1), (counts.tolist(), expected.tolist())
+
+
+def _class_sorted(per_class: list[int]) -> TensorSplit:
+    """Sample ``i`` has ``x = i``; labels sorted by class, class ``c`` ``per_class[c]`` times."""
+    y = torch.repeat_interleave(torch.arange(len(per_class)), torch.tensor(per_class))
+    return TensorSplit(torch.arange(len(y), dtype=torch.float32).unsqueeze(1), y)
+
+
+def _sorted_bundle(subset_seed: int = 0) -> DataBundle:
+    """Ten classes sorted by label: 40 training and 5 test samples each."""
+    train, test = _class_sorted([40] * 10), _class_sorted([5] * 10)
+    return DataBundle("sorted", train, test, 10, (1, 1, 1), subset_seed=subset_seed)
+
+
+@pytest.mark.parametrize("n", [1, 7, 20, 55, 99])
+def test_stratified_indices_are_class_proportional(n: int) -> None:
+    labels = np.repeat([0, 1, 2, 3], [30, 10, 50, 10])  # sorted by class, unbalanced
+    idx = stratified_indices(labels, n, seed=0)
+    assert idx.dtype == np.int64 and len(set(idx.tolist())) == n
+    assert 0 <= idx.min() and idx.max() < labels.size
+    _assert_proportional(labels[idx], n, labels)
+    assert np.array_equal(idx, stratified_indices(labels, n, seed=0))
+    if n > 1:
+        assert not np.array_equal(idx, stratified_indices(labels, n, seed=1))
+
+
+def test_stratified_indices_of_the_whole_split_are_a_seeded_permutation() -> None:
+    labels = np.repeat(np.arange(4), 5)
+    idx = stratified_indices(labels, 20, seed=3)
+    assert sorted(idx.tolist()) == list(range(20)) and idx.tolist() != list(range(20))
+    assert np.array_equal(stratified_indices(labels, 25, seed=3), idx)
+    assert stratified_indices(labels, 0, seed=3).size == 0
+    with pytest.raises(ValueError, match="subset size"):
+        stratified_indices(labels, -1, seed=0)
+
+
+def test_sample_of_a_class_sorted_tensor_split() -> None:
+    split = _class_sorted([40] * 10)
+    sub = split.sample(100, seed=0)
+    assert isinstance(sub, TensorSplit) and len(sub) == 100
+    assert np.bincount(sub.y.numpy(), minlength=10).tolist() == [10] * 10
+    idx = sub.x[:, 0].long()
+    assert idx.tolist() == stratified_indices(split.labels(), 100, 0).tolist()
+    assert torch.equal(sub.y, split.y[idx])
+    assert torch.equal(split.sample(100, seed=0).x, sub.x)
+    assert not torch.equal(split.sample(100, seed=1).x, sub.x)
+    for _, yb in sub.batches(25):  # the classes are mixed in every batch
+        assert len(set(yb.tolist())) >= 5
+    assert set(split.subset(100).y.tolist()) == {0, 1, 2}  # the head it replaces
+    dataset = DatasetSplit(torch.utils.data.TensorDataset(split.x, split.y))  # read one by one
+    [(x, y)] = list(dataset.sample(100, seed=0).batches(100))
+    assert torch.equal(x, sub.x) and torch.equal(y, sub.y)
+
+
+def _no_image(path: str) -> None:
+    raise AssertionError(f"read image {path}")
+
+
+def test_sample_of_a_class_sorted_image_folder_reads_no_image(tmp_path: Path) -> None:
+    root = tmp_path / "sorted"
+    for c in range(3):
+        for j in range(4):
+            _jpeg(root / "train" / f"class{c}" / f"{j}.jpg", (60 * c, 0, 0))
+        _jpeg(root / "val" / f"class{c}" / "0.jpg", (60 * c, 0, 0))
+    spec = {"source": "imagefolder", "root": str(root), "image_size": 8}
+    b = load_data(spec)
+    folder = b.train.dataset
+    loader, folder.loader = folder.loader, _no_image
+    assert b.train.labels().tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    sub, again, other = (b.train.sample(6, seed=s) for s in (0, 0, 1))
+    labels = sub.labels()
+    folder.loader = loader
+    assert isinstance(sub, DatasetSplit) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert torch.cat([y for _, y in sub.batches(4)]).tolist() == labels.tolist()
+    assert list(again.dataset.indices) == list(sub.dataset.indices)
+    assert list(other.dataset.indices) != list(sub.dataset.indices)
+    limited = load_data({**spec, "max_train": 6, "max_test": 3})
+    _assert_proportional(limited.train.labels(), 6, b.train.labels())
+    assert sorted(limited.test.labels().tolist()) == [0, 1, 2]
+    assert list(limited.train.dataset.indices) == list(sub.dataset.indices)
+
+
+def test_subset_seed_is_read_and_checked() -> None:
+    assert load_data({"source": "digits"}).subset_seed == 0
+    assert load_data({"source": "digits", "subset_seed": 7}).subset_seed == 7
+    with pytest.raises(DatasetError, match=r"datasets\.d\.subset_seed"):
+        load_data({"source": "digits", "subset_seed": -1}, key="datasets.d")
+
+
+def test_hessian_evaluation_set_is_a_fixed_class_proportional_sample() -> None:
+    from dataclasses import replace
+
+    from landscape.curvature import evaluation_batches
+
+    bundle = _sorted_bundle()
+    spec = {"split": "train", "samples": 100, "batch_size": 30}
+    batches = evaluation_batches(bundle, spec)
+    assert [len(y) for _, y in batches] == [30, 30, 30, 10]
+    x = torch.cat([x for x, _ in batches])
+    y = torch.cat([y for _, y in batches])
+    assert np.bincount(y.numpy(), minlength=10).tolist() == [10] * 10
+    assert torch.equal(x, bundle.train.sample(100, 0).x)
+    assert torch.equal(torch.cat([x for x, _ in evaluation_batches(bundle, spec)]), x)
+    other = evaluation_batches(replace(bundle, subset_seed=1), spec)
+    assert not torch.equal(torch.cat([x for x, _ in other]), x)
+    test = torch.cat([y for _, y in evaluation_batches(bundle, {**spec, "split": "test"})])
+    assert np.bincount(test.numpy(), minlength=10).tolist() == [5] * 10  # all 50, in some order
+    whole = evaluation_batches(bundle, {**spec, "samples": None, "batch_size": 40})
+    assert sorted(torch.cat([x[:, 0] for x, _ in whole]).long().tolist()) == list(range(400))
+    for _, yb in whole:  # in a seeded order: no batch is one class
+        assert len(set(yb.tolist())) > 1

@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from landscape import store
+from landscape.data import DataBundle, TensorSplit, stratified_indices
 from landscape.directions import (
     NOISE,
+    gradient_batches,
     make_direction,
     needs_data,
     negative_gradient,
@@ -240,11 +242,37 @@ def test_negative_gradient_bn_modes_leave_model_alone(digits):
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_gradient_direction_uses_first_batches(digits, mlp64):
+def class_sorted(digits, subset_seed=0):
+    """The digits with the training split sorted by class, as image folders are."""
+    order = torch.argsort(digits.train.y, stable=True)
+    train = TensorSplit(digits.train.x[order], digits.train.y[order])
+    return DataBundle("sorted", train, digits.test, 10, (1, 8, 8), subset_seed=subset_seed)
+
+
+def test_gradient_batches_cover_the_classes_in_proportion(digits):
+    data = class_sorted(digits)
+    spec = {"kind": "gradient", "batches": 4, "batch_size": 50}
+    batches = list(gradient_batches(spec, data))
+    assert [len(y) for _, y in batches] == [50] * 4
+    y = torch.cat([y for _, y in batches])
+    population = torch.bincount(data.train.y, minlength=10).double()
+    assert (torch.bincount(y, minlength=10) - 200 * population / len(data.train)).abs().max() < 1
+    assert all(len(set(yb.tolist())) >= 5 for _, yb in batches)  # not one class per batch
+    x = torch.cat([x for x, _ in batches])
+    assert torch.equal(x, torch.cat([x for x, _ in gradient_batches(spec, data)]))
+    other = torch.cat([x for x, _ in gradient_batches(spec, class_sorted(digits, 1))])
+    assert not torch.equal(x, other)
+    everything = torch.cat([y for _, y in gradient_batches({**spec, "batches": "all"}, data)])
+    assert torch.equal(torch.bincount(everything), torch.bincount(data.train.y))
+
+
+def test_gradient_direction_uses_fixed_batches(digits, mlp64):
     model = mlp64.float()
+    data = class_sorted(digits)
     spec = {"kind": "gradient", "batches": 2, "batch_size": 100}
-    d = make_direction(spec, model, data=digits)
-    ref = reference_negative_gradient(model, digits.train.x[:200], digits.train.y[:200])
+    d = make_direction(spec, model, data=data)
+    idx = torch.as_tensor(stratified_indices(data.train.y.numpy(), 200, 0))
+    ref = reference_negative_gradient(model, data.train.x[idx], data.train.y[idx])
     for name in ref:
         assert torch.allclose(d[name], ref[name], rtol=1e-4, atol=1e-6), name
     assert needs_data(spec) and not needs_data({"kind": "noise"})
@@ -407,18 +435,36 @@ def test_write_direction_with_references(tmp_path):
         assert (stored[name] == expected).all(), name
 
 
+def test_gradient_direction_records_the_subset_seed(tmp_path):
+    spec = {"arch": "mlp", "hidden": [6]}
+    torch.manual_seed(0)
+    model = build_model(spec, 10, (1, 8, 8))
+    save_checkpoint(tmp_path / "e0.pt", model, spec, 0)
+    gradient = {"kind": "gradient", "batches": 2, "batch_size": 64}
+    paths = {seed: tmp_path / f"g{seed}.h5" for seed in (0, 4)}
+    for seed, out in paths.items():
+        dataset = {"source": "digits", "subset_seed": seed}
+        write_direction(tmp_path / "e0.pt", out, gradient, "cpu", dataset=dataset)
+    first, other = (store.open(p) for p in paths.values())
+    assert (first.attrs["subset_seed"], other.attrs["subset_seed"]) == (0, 4)
+    assert any((first.tensors()[n] != other.tensors()[n]).any() for n in first.tensors())
+    write_direction(tmp_path / "e0.pt", tmp_path / "n.h5", {"seed": 1}, "cpu", dataset=dataset)
+    assert "subset_seed" not in store.open(tmp_path / "n.h5").attrs
+
+
 @pytest.mark.parametrize(
     ("algorithm", "keys"),
     [("wpeak", {"lr": 0.05}), ("vvv", {"lr": 0.02, "alpha": 0.1, "gamma": 0.9})],
 )
-def test_mined_direction_runs_the_algorithm_on_the_first_batches(digits, algorithm, keys):
+def test_mined_direction_runs_the_algorithm_on_the_fixed_batches(digits, algorithm, keys):
     from landscape import mining
 
     torch.manual_seed(3)
     model = build_model({"arch": "mlp", "hidden": [12]}, 10, (1, 8, 8))
     spec = {"kind": "mined", "algorithm": algorithm, "epochs": 3, "batches": 2, "seed": 4, **keys}
-    batches = list(digits.train.batches(32))[:2]
-    mined = make_direction({**spec, "batch_size": 32}, model, data=digits)
+    data = class_sorted(digits)
+    batches = list(data.train.sample(64, 0).batches(32))
+    mined = make_direction({**spec, "batch_size": 32}, model, data=data)
     miner = mining.mine_wpeak if algorithm == "wpeak" else mining.mine_vvv
     expected = miner(model, batches, epochs=3, seed=4, **keys)
     assert mined.keys() == expected.keys()

@@ -138,3 +138,112 @@ def test_bad_arguments(vgg, digits):
         evaluate_grid(vgg, [d], np.zeros((1, 1)), {}, bn_mode="recompute")
     with pytest.raises(ValueError, match="min"):
         lambda_grid({"min": 1, "max": -1, "num": 3})
+
+
+class _Rebuilt(torch.utils.data.Dataset):
+    """Each sample a fresh tensor: the DataLoader builds every batch anew on every pass."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i].clone(), int(self.y[i])
+
+
+@pytest.mark.parametrize("bn_mode", ["keep", "recompute"])
+def test_first_layer_cache_with_batches_rebuilt_on_every_pass(digits, mlp, vgg, bn_mode):
+    """Batches of a DatasetSplit are new tensors whose freed addresses get reused: the cache of
+    first-layer responses must not take one batch's responses for another's."""
+    from landscape.data import DatasetSplit
+
+    split = DatasetSplit(_Rebuilt(digits.test.x[:300], digits.test.y[:300]))
+    model = vgg if bn_mode == "recompute" else mlp
+    d = make_direction({"normalization": "filter", "bias_bn": "normalize", "seed": 4}, model)
+    coords = lambda_grid({"min": -1.0, "max": 1.0, "num": 7})[:, None]
+    engine = {"bn_mode": bn_mode, "bn_batches": list(split.batches(64))[:2], "batch_size": 64}
+    results = [
+        evaluate_grid(model, [d], coords, {"test": split}, first_layer=first, **engine)
+        for first in (True, False)
+    ]
+    cached, plain = (r["test"]["loss"] for r in results)
+    np.testing.assert_allclose(cached, plain, rtol=1e-5, atol=0)
+    for i, lam in enumerate(coords[:, 0]):
+        bn = engine["bn_batches"] if bn_mode == "recompute" else None
+        loss, _ = reference_point(model, d, lam, split.dataset.x, split.dataset.y, bn)
+        assert plain[i] == pytest.approx(loss, rel=1e-5)
+
+
+def _class_sorted_digits(digits, subset_seed=0):
+    """The digits with the training split sorted by class, as image folders are."""
+    from landscape.data import DataBundle, TensorSplit
+
+    order = torch.argsort(digits.train.y, stable=True)
+    train = TensorSplit(digits.train.x[order], digits.train.y[order])
+    return DataBundle("sorted", train, digits.test, 10, (1, 8, 8), subset_seed=subset_seed)
+
+
+def test_bn_batches_are_a_fixed_class_proportional_sample(digits, vgg):
+    from landscape.evaluate import fixed_bn_batches
+
+    data = _class_sorted_digits(digits)
+    spec = {"bn_mode": "recompute", "bn_batches": 4, "batch_size": 100}
+    batches = fixed_bn_batches(data, spec)
+    assert [len(y) for _, y in batches] == [100] * 4
+    counts = torch.bincount(torch.cat([y for _, y in batches]), minlength=10).double()
+    population = torch.bincount(data.train.y, minlength=10).double()
+    assert (counts - 400 * population / len(data.train)).abs().max() < 1
+    assert all(len(set(yb.tolist())) >= 5 for _, yb in batches)  # the head: 1 or 2 classes
+    again = fixed_bn_batches(data, spec)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
+    other = fixed_bn_batches(_class_sorted_digits(digits, 1), spec)
+    assert not torch.equal(other[0][0], batches[0][0])
+    assert fixed_bn_batches(data, {**spec, "bn_mode": "keep"}) == []
+    # The evaluator holds the list: every point re-estimates BN on these same batches.
+    d = make_direction({"normalization": "filter", "bias_bn": "normalize", "seed": 3}, vgg)
+    coords = np.array([[0.5], [-0.5], [0.5]])
+    out = evaluate_grid(
+        vgg, [d], coords, {"test": digits.test}, bn_batches=batches, chunk_size=1, batch_size=150
+    )
+    loss = out["test"]["loss"]
+    assert loss[0] == loss[2]
+    for i, lam in enumerate(coords[:, 0]):
+        ref, _ = reference_point(vgg, d, lam, digits.test.x, digits.test.y, batches)
+        assert loss[i] == pytest.approx(ref, rel=1e-5)
+
+
+def test_curve_uses_and_records_the_fixed_bn_batches(digits, tmp_path):
+    from landscape import store
+    from landscape.data import load_data
+    from landscape.directions import write_direction
+    from landscape.evaluate import compute_curve, fixed_bn_batches
+    from landscape.train import load_model, train_model
+
+    dataset = {"source": "digits", "subset_seed": 3}
+    run = {
+        "run": "r",
+        "dataset_name": "digits",
+        "dataset": dataset,
+        "model_name": "vgg",
+        "model": {"arch": "vgg", "layers": [4, "M", 8]},
+        "train": {"epochs": 1, "seed": 0},
+    }
+    train_model(tmp_path / "e0.pt", run, 0, device="cpu")
+    write_direction(tmp_path / "e0.pt", tmp_path / "d.h5", {"seed": 1}, device="cpu")
+    spec = {
+        "lambda": {"min": -1.0, "max": 1.0, "num": 3},
+        "splits": ["test"],
+        "bn_mode": "recompute",
+        "bn_batches": 2,
+        "batch_size": 128,
+    }
+    compute_curve(tmp_path / "e0.pt", tmp_path / "d.h5", tmp_path / "c.h5", spec, dataset, "cpu")
+    curve = store.open(tmp_path / "c.h5")
+    assert curve.attrs["subset_seed"] == 3
+    model, _ = load_model(tmp_path / "e0.pt", "cpu")
+    direction = {n: torch.as_tensor(v) for n, v in store.open(tmp_path / "d.h5").tensors().items()}
+    bn = fixed_bn_batches(load_data(dataset), spec)
+    loss, _ = reference_point(model, direction, 1.0, digits.test.x, digits.test.y, bn)
+    assert curve["test/loss"][2] == pytest.approx(loss, rel=1e-5)

@@ -11,6 +11,7 @@ from landscape.directions import write_direction
 from landscape.evaluate import (
     compute_surface_shard,
     evaluate_grid,
+    fixed_bn_batches,
     lambda_grid,
     merge_surface,
     shard_indices,
@@ -65,7 +66,7 @@ def test_merged_shards_equal_one_grid_and_missing_shard_is_nan(inputs):
         compute_surface_shard(inputs / "e1.pt", dirs, path, SPEC, DATASET, f"{i}-of-3", "cpu")
     merge_surface(shards, inputs / "surface.h5", SPEC)
     surface = store.open(inputs / "surface.h5")
-    assert surface.kind == "surface"
+    assert surface.kind == "surface" and surface.attrs["subset_seed"] == 0
     assert surface["test/loss"].shape == (7, 5)
     assert surface.dims["test/loss"] == ("x", "y")
 
@@ -76,7 +77,7 @@ def test_merged_shards_equal_one_grid_and_missing_shard_is_nan(inputs):
     vectors = [{n: torch.as_tensor(v) for n, v in store.open(p).tensors().items()} for p in dirs]
     xs, ys = lambda_grid(SPEC["x"]), lambda_grid(SPEC["y"])
     i, j = 5, 1  # a non-symmetric point: x index 5, y index 1
-    bn = list(data.train.batches(256))[:2]
+    bn = fixed_bn_batches(data, SPEC)
     direct = evaluate_grid(
         model, vectors, np.array([[xs[i], ys[j]]]), {"test": data.test}, bn_batches=bn
     )
