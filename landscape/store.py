@@ -10,14 +10,20 @@ half-written file under the final name. Readers return plain numpy and pandas ob
 
 Checkpoints are PyTorch ``.pt`` files holding ``{"model": state_dict, "meta": {...}}`` (and maybe
 ``"optimizer"``), read with ``torch.load(weights_only=True)``.
+
+Every artifact is built in memory and its bytes written in one go, so the same content gives the
+same bytes (checkpoints included, whatever the temporary file name) and a full disk fails with one
+:class:`DiskFullError` naming the file instead of errors from deep inside HDF5 or torch.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import glob
 import hashlib
+import io
 import json
 import math
 import os
@@ -25,6 +31,8 @@ import pickle
 import platform
 import re
 import secrets
+import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +64,26 @@ CATALOG_COLUMNS = [
     "epoch",
     "name",
     "error",
+    "stale",
 ]
 
 
 class ArtifactError(ValueError):
     """An artifact that cannot be read (truncated, corrupt, foreign) or made; names the file."""
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while an artifact was written; names the file.
+
+    Nothing was written under the final name and the temporary file was removed. ``errno`` is
+    ``ENOSPC``, ``filename`` the final path.
+    """
+
+    def __init__(self, message: str, filename: str | os.PathLike) -> None:
+        super().__init__(errno.ENOSPC, message, os.fspath(filename))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 # ----------------------------------------------------------------------------- canonical JSON
@@ -172,10 +195,10 @@ def set_file_locking(enabled: bool | None) -> None:
     _LOCKING = enabled
 
 
-def _h5file(path: str | os.PathLike, mode: str) -> h5py.File:
+def _h5file(path: str | os.PathLike, mode: str, **kwargs: Any) -> h5py.File:
     if _LOCKING is None:
-        return h5py.File(path, mode)
-    return h5py.File(path, mode, locking=_LOCKING)
+        return h5py.File(path, mode, **kwargs)
+    return h5py.File(path, mode, locking=_LOCKING, **kwargs)
 
 
 def _is_temporary(name: str) -> bool:
@@ -216,17 +239,78 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         f".{final.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{final.suffix}"
     )
     try:
-        yield tmp
-        if not tmp.is_file():
-            raise ArtifactError(f"{final}: nothing was written to the temporary file {tmp.name}")
-        _fsync(tmp)
-        os.replace(tmp, final)
+        try:
+            yield tmp
+            if not tmp.is_file():
+                raise ArtifactError(
+                    f"{final}: nothing was written to the temporary file {tmp.name}"
+                )
+            _fsync(tmp)
+            os.replace(tmp, final)
+        except (OSError, RuntimeError) as exc:
+            if not _is_disk_full(exc):
+                raise
+            raise _disk_full(final, tmp, exc) from None
         with contextlib.suppress(OSError):  # make the rename itself durable, where supported
             _fsync(final.parent)
         _remove_stale_temporaries(final)
     finally:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             tmp.unlink()
+
+
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def _is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from says the disk or quota is full.
+
+    Python's own writes raise ``OSError`` with ``errno`` ENOSPC; HDF5 and torch wrap the C error
+    in their own exceptions, whose text still holds ``strerror(ENOSPC)``.
+    """
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+            return True
+        if any(text in str(exc) for text in _NO_SPACE_TEXTS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _disk_full(final: Path, tmp: Path, exc: BaseException) -> DiskFullError:
+    cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DiskFullError(
+        f"disk full while writing {final} (temporary {tmp}, removed): {cause}",
+        final,
+    )
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Raises:
+        DiskFullError: if the disk fills up; ``path`` is then left as it was.
+    """
+    with atomic_path(path) as tmp, builtins.open(tmp, "xb") as f:
+        f.write(data)
+
+
+def write_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Saves a checkpoint dict with ``torch.save``, atomically, as bytes independent of ``path``.
+
+    ``torch.save`` to a file name records that name in the archive; saving to memory first makes
+    the bytes (and so the SHA-256 that later artifacts record) depend only on the content.
+
+    Raises:
+        DiskFullError: if the disk fills up; ``path`` is then left as it was.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint), buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def _remove_stale_temporaries(final: Path) -> None:
@@ -400,14 +484,16 @@ def create(
     The root attributes are ``schema_version``, ``kind``, ``spec`` (canonical JSON), ``inputs``
     (canonical JSON of ``{name: {"path", "sha256"}}``), ``versions`` (canonical JSON) and the
     extra ``attrs`` (mappings are stored as canonical JSON). Nothing time-dependent is stored, so
-    the same content written twice gives the same datasets. The file appears under ``path`` only
-    when the block finishes without an exception.
+    the same content written twice gives the same bytes. The file is built in memory and appears
+    under ``path`` only when the block finishes without an exception.
 
     Args:
         path: the final ``.h5`` path.
         kind: the artifact kind, e.g. ``"curve"``, ``"direction"``, ``"history"``.
         spec: the config block that made it.
-        inputs: input name to file path; each file is hashed.
+        inputs: input name to file path, each file hashed now; or to the ``{"path", "sha256"}``
+            another artifact recorded for a file read earlier (a merged surface copies those of
+            its shards), kept as it is.
         attrs: extra root attributes (scalars, strings, arrays).
 
     Yields:
@@ -415,21 +501,41 @@ def create(
 
     Raises:
         ArtifactError: if an input file does not exist (naming it).
+        DiskFullError: if the disk fills up while the file is written.
     """
-    provenance = {}
-    for name, p in (inputs or {}).items():
-        if not Path(p).is_file():
-            raise ArtifactError(f"{path}: input {name!r} file {os.fspath(p)} does not exist")
-        provenance[name] = {"path": os.fspath(p), "sha256": sha256_file(p)}
+    provenance = {name: _provenance(path, name, p) for name, p in (inputs or {}).items()}
     spec_json = canonical_json(spec)
-    with atomic_path(path) as tmp, _h5file(tmp, "w") as f:
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        f.attrs["kind"] = kind
-        f.attrs["spec"] = spec_json
-        f.attrs["inputs"] = canonical_json(provenance)
-        f.attrs["versions"] = canonical_json(versions())
-        _set_attrs(f, attrs)
-        yield Writer(f)
+    with atomic_path(path) as tmp:
+        with _h5file(tmp, "w", driver="core", backing_store=False) as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["kind"] = kind
+            f.attrs["spec"] = spec_json
+            f.attrs["inputs"] = canonical_json(provenance)
+            f.attrs["versions"] = canonical_json(versions())
+            _set_attrs(f, attrs)
+            yield Writer(f)
+            f.flush()
+            image = f.id.get_file_image()
+        with builtins.open(tmp, "xb") as out:
+            out.write(image)
+
+
+def _provenance(
+    artifact: str | os.PathLike, name: str, source: str | os.PathLike | Mapping[str, Any]
+) -> dict[str, str]:
+    """``{"path", "sha256"}`` of one input: a file hashed now or a record copied as it is."""
+    if isinstance(source, Mapping):
+        if not isinstance(source.get("path"), str) or not re.fullmatch(
+            r"[0-9a-f]{64}", str(source.get("sha256"))
+        ):
+            raise ArtifactError(
+                f"{artifact}: input {name!r} record {dict(source)!r} is not "
+                "{'path': str, 'sha256': 64 hex digits}"
+            )
+        return {"path": source["path"], "sha256": source["sha256"]}
+    if not Path(source).is_file():
+        raise ArtifactError(f"{artifact}: input {name!r} file {os.fspath(source)} does not exist")
+    return {"path": os.fspath(source), "sha256": sha256_file(source)}
 
 
 # ----------------------------------------------------------------------------- reader
@@ -487,6 +593,27 @@ class Artifact:
             raise KeyError(
                 f"{self.path}: no tensor group {group!r} (has {sorted(self.tensor_groups)})"
             ) from None
+
+    def unflatten(self, flat: Any) -> dict[str, np.ndarray]:
+        """A flat vector over the tensors of the ``names`` and ``shapes`` (JSON) attributes, cut
+        into those tensors in that order (e.g. a row of a spectrum's ``LA/eigenvectors``).
+
+        Raises:
+            ValueError: if the artifact lacks those attributes or ``flat`` has another length.
+        """
+        if "names" not in self.attrs or "shapes" not in self.attrs:
+            raise ValueError(f"{self.path}: no 'names' and 'shapes' attributes to unflatten by")
+        shapes = [tuple(s) for s in json.loads(self.attrs["shapes"])]
+        sizes = [math.prod(s) for s in shapes]
+        flat = np.asarray(flat).reshape(-1)
+        if flat.size != sum(sizes):
+            raise ValueError(
+                f"{self.path}: a vector of {flat.size} elements, the tensors hold {sum(sizes)}"
+            )
+        parts = np.split(flat, np.cumsum(sizes)[:-1])
+        return {
+            str(n): p.reshape(s) for n, p, s in zip(self.attrs["names"], parts, shapes, strict=True)
+        }
 
     @property
     def scales(self) -> list[str]:
@@ -646,6 +773,98 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+class _MetaUnpickler(pickle.Unpickler):
+    """Reads a checkpoint's pickle without torch: every tensor and foreign object becomes None.
+
+    Only ``OrderedDict`` (a state dict's type) is ever looked up; nothing stored runs code.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        return _opaque
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+def _opaque(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` dict of a checkpoint, read without torch and without reading its tensors.
+
+    For deciding, while Snakemake builds its DAG, what an existing checkpoint was made from.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ArtifactError: if it is not a checkpoint archive with a ``meta`` dict; names the file.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                raise ArtifactError(f"{path}: no single data.pkl in the checkpoint archive")
+            with archive.open(pickles[0]) as f:
+                state = _MetaUnpickler(f).load()
+    except (FileNotFoundError, ArtifactError):
+        raise
+    except Exception as exc:  # zip, pickle and whatever a foreign pickle's opcodes raise
+        raise ArtifactError(f"{path}: not a readable checkpoint ({exc})") from exc
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: checkpoint without a 'meta' dict")
+    return meta
+
+
+def kept_previous(
+    out: str | os.PathLike,
+    spec: Mapping[str, Any],
+    epoch: int,
+    earlier: Mapping[int, str],
+) -> str | None:
+    """The earlier checkpoint an existing checkpoint was trained from, while it can stay its input.
+
+    Training resumes exactly (the weights at an epoch do not depend on the checkpoint training
+    continued from), so an existing checkpoint made with the same run spec from a checkpoint that
+    is still kept, and not newer than it, may keep that input: a checkpoint added in between
+    (``checkpoints: [0, 10, 30]`` -> ``[0, 5, 10, 30]``) then retrains nothing that exists.
+
+    Args:
+        out: the checkpoint about to be (re)made; it may not exist.
+        spec: the run spec it is made with (as in its ``meta["spec"]``).
+        epoch: its epoch.
+        earlier: epoch to path of the run's checkpoints kept before ``epoch``, as the workflow
+            names them.
+
+    Returns:
+        The path in ``earlier`` that ``out`` records as ``inputs.previous``, or None (``out``
+        is missing, unreadable, made with another spec, from a checkpoint no longer kept, or
+        older than that checkpoint): then training continues from the nearest earlier one.
+    """
+    out = Path(out)
+    if not out.is_file():
+        return None
+    try:
+        meta = checkpoint_meta(out)
+        same_spec = canonical_json(meta.get("spec")) == canonical_json(spec)
+    except (ArtifactError, OSError, TypeError, ValueError):
+        return None
+    inputs = meta.get("inputs")
+    recorded = inputs.get("previous") if isinstance(inputs, dict) else None
+    if not same_spec or meta.get("epoch") != epoch or not isinstance(recorded, dict):
+        return None
+    by_path = {os.path.normpath(p): p for e, p in earlier.items() if e < epoch}
+    previous = by_path.get(os.path.normpath(str(recorded.get("path"))))
+    if previous is None or not Path(previous).is_file():
+        return None
+    if Path(previous).stat().st_mtime_ns > out.stat().st_mtime_ns:
+        return None
+    return previous
+
+
 # ----------------------------------------------------------------------------- catalog
 
 _EPOCH = re.compile(r"^epoch(\d+)$")
@@ -704,21 +923,28 @@ def _row(path: Path, root: Path) -> dict[str, Any]:
     return row
 
 
-def catalog(results_dir: str | os.PathLike) -> pd.DataFrame:
+def catalog(
+    results_dir: str | os.PathLike, base: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """One row per artifact (``*.h5`` and ``*.pt``, recursively) under ``results_dir``.
 
     Temporary files of unfinished writes (``.{name}.tmp-...``) are skipped. A file that cannot
     be read gets kind ``"unreadable"`` and a message in ``error`` instead of failing the catalog.
+    An artifact is ``stale`` when an input it records is missing or no longer has the recorded
+    SHA-256 (it was made from files that have changed since, e.g. a checkpoint retrained after
+    ``train.epochs`` changed), or when such an input is itself stale.
 
     Args:
         results_dir: the results directory.
+        base: the directory that relative input paths are relative to: the workflow's working
+            directory, by default the parent of ``results_dir``.
 
     Returns:
         Columns ``path`` (relative, posix), ``kind``, ``schema_version``, ``spec``, ``inputs``
         (JSON text), ``size_bytes``, ``sha256``, ``versions`` (JSON text), the path parts
         ``dataset``, ``model``, ``run`` (for ``{dataset}/{model}/{run}/...`` paths), ``epoch``
-        (from an ``epoch{N}`` part), ``name`` (file stem), and ``error`` (``""`` if readable);
-        sorted by ``path``.
+        (from an ``epoch{N}`` part), ``name`` (file stem), ``error`` (``""`` if readable) and
+        ``stale`` (True, False, or NA for an unreadable file); sorted by ``path``.
     """
     root = Path(results_dir)
     files = sorted(
@@ -729,7 +955,63 @@ def catalog(results_dir: str | os.PathLike) -> pd.DataFrame:
     frame = pd.DataFrame([_row(p, root) for p in files], columns=CATALOG_COLUMNS)
     for col in ("schema_version", "size_bytes", "epoch"):
         frame[col] = frame[col].astype("Int64")
+    base = root.parent if base is None else Path(base)
+    frame["stale"] = pd.array(_stale(frame, root, base), dtype="boolean")
     return frame.sort_values("path", ignore_index=True)
+
+
+def _recorded_inputs(inputs_json: Any) -> list[tuple[str, str]]:
+    """``(path, sha256)`` of every input an artifact records (entries without both are skipped)."""
+    try:
+        inputs = json.loads(inputs_json)
+    except (TypeError, ValueError):
+        return []
+    if not isinstance(inputs, Mapping):
+        return []
+    return [
+        (record["path"], record["sha256"])
+        for record in inputs.values()
+        if isinstance(record, Mapping)
+        and isinstance(record.get("path"), str)
+        and isinstance(record.get("sha256"), str)
+    ]
+
+
+def _stale(frame: pd.DataFrame, root: Path, base: Path) -> list[bool | None]:
+    """The ``stale`` column of a catalog: recorded inputs changed or missing, or stale inputs."""
+
+    def resolve(recorded: str) -> Path:
+        path = Path(recorded)
+        return (path if path.is_absolute() else base / path).resolve()
+
+    rows = {(root / p).resolve(): i for i, p in enumerate(frame["path"])}
+    hashes: dict[Path, str | None] = {p: frame["sha256"].iat[i] for p, i in rows.items()}
+
+    def current_sha256(path: Path) -> str | None:
+        if path not in hashes:
+            hashes[path] = sha256_file(path) if path.is_file() else None
+        return hashes[path]
+
+    readable = frame["kind"] != "unreadable"
+    inputs = {
+        i: [resolve(p) for p, _ in _recorded_inputs(frame["inputs"].iat[i])]
+        for i in range(len(frame))
+        if readable.iat[i]
+    }
+    stale = {
+        i: any(
+            current_sha256(resolve(p)) != sha
+            for p, sha in _recorded_inputs(frame["inputs"].iat[i])
+        )
+        for i in inputs
+    }
+    changed = True
+    while changed:  # an artifact made from a stale artifact is stale too
+        changed = False
+        for i, paths in inputs.items():
+            if not stale[i] and any(stale.get(rows.get(p, -1), False) for p in paths):
+                stale[i] = changed = True
+    return [stale.get(i) for i in range(len(frame))]
 
 
 def write_catalog(results_dir: str | os.PathLike, out_csv: str | os.PathLike) -> pd.DataFrame:

@@ -3,7 +3,10 @@
 A run's checkpoints form a chain: epoch 0 is the seeded initialization, and every later checkpoint
 continues training from the previous one. Each checkpoint carries the optimizer state and the
 history so far, and the data order of epoch ``e`` depends only on ``(seed, e)``, so training
-0 -> 10 -> 30 in two segments gives bitwise the same weights as 0 -> 30 in one.
+0 -> 10 -> 30 in two segments gives bitwise the same weights as 0 -> 30 in one. The learning rate
+of the cosine schedule depends on ``epochs``, so changing ``epochs`` changes every checkpoint after
+epoch 0; the kept ``checkpoints`` change no weights. A checkpoint's bytes depend only on its
+content (see :func:`landscape.store.write_checkpoint`).
 """
 
 from __future__ import annotations
@@ -243,8 +246,7 @@ def train_model(
             "versions": store.versions(),
         },
     }
-    with store.atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
+    store.write_checkpoint(checkpoint, out)
     return checkpoint
 
 

@@ -1,6 +1,6 @@
 rule train_model:
     input:
-        unpack(get_previous_checkpoint),
+        unpack(get_resume_checkpoint),
     output:
         checkpoint=CHECKPOINT,
     log:

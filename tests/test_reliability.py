@@ -35,7 +35,15 @@ from workflow_utils import (
 )
 
 from landscape import store
-from landscape.config import ConfigError, check_files, check_references, schema_error
+from landscape.config import (
+    ConfigError,
+    check_cost,
+    check_files,
+    check_finite,
+    check_references,
+    normalize_numbers,
+    schema_error,
+)
 from landscape.data import DatasetError, load_data
 from landscape.train import DivergenceError, train_model
 
@@ -169,6 +177,26 @@ BAD_CONFIGS = {
         lambda c: c.update(hdf5_file_locking="no"),
         "hdf5_file_locking: 'no' is not of type 'boolean'",
     ),
+    "checkpoint_target_unsaved_epoch": (  # issue 11 item 8: no target.run, epoch 5 not saved
+        lambda c: (
+            c["directions"].update(d={"kind": "checkpoint", "target": {"epoch": 5}}),
+            c.update(curves={"c": {"direction": "d"}}),
+        ),
+        "directions.d.target.epoch: run 'vgg_bn' has no checkpoint at epoch 5",
+    ),
+    "nan_lr": (
+        lambda c: c["runs"]["vgg_bn"]["train"].update(lr=float("nan")),
+        "runs.vgg_bn.train.lr: nan is not a finite number",
+    ),
+    "inf_lambda": (
+        _add_curve("c", direction="gx", **{"lambda": {"min": float("inf"), "max": 1.0}}),
+        "curves.c.lambda.min: inf is not a finite number",
+    ),
+    "huge_surface": (  # 500,000 points x (450 test + 512 BN) examples in each of 2 shards
+        lambda c: c["surfaces"]["plane"].update(x={"num": 1000}, y={"num": 1000}),
+        "surfaces.plane.x.num and surfaces.plane.y.num: 1000 x 1000 points in 2 shards is "
+        "500000 points per job, about 4.8e+08 forward passes",
+    ),
 }
 # The kinds run through Snakemake itself (each costs a start of Snakemake); all are checked below
 # in-process, through the same functions rules/common.smk calls.
@@ -185,18 +213,26 @@ WORKFLOW_CASES = [
     "reversed_range",
     "range_as_list",
     "unsafe_run_name",
+    "checkpoint_target_unsaved_epoch",
+    "nan_lr",
 ]
 
 
 def config_error(config: dict) -> str | None:
     """The message rules/common.smk stops the workflow with, or None for a good config."""
+    try:
+        check_finite(config)
+    except ConfigError as exc:
+        return str(exc)
     error = schema_error(config, SCHEMA)
     if error is not None:
         return error
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))  # fills in defaults
     try:
+        normalize_numbers(config, SCHEMA)
         check_references(config)
         check_files(config)
+        check_cost(config)
     except ConfigError as exc:
         return str(exc)
     return None
@@ -577,3 +613,135 @@ def test_hdf5_file_locking_false_reaches_every_job(good_run, second_run, tmp_pat
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(good_run, SURFACE, "-n", configfile=tmp_path / "config.yaml")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+# ------------------------------------------------------------ F. config input (issue 11)
+
+
+@pytest.mark.workflow
+def test_unsaved_checkpoint_target_stops_a_completed_run(good_run, tmp_path):
+    """Item 8: once catalog.csv exists, Snakemake dropped the failing input function silently."""
+    workdir = tmp_path / "wd"
+    shutil.copytree(good_run, workdir, symlinks=True)
+    snakemake(workdir)  # the complete run: every target of `all`, catalog.csv included
+    assert (workdir / "results" / "catalog.csv").is_file()
+    edit, message = BAD_CONFIGS["checkpoint_target_unsaved_epoch"]
+    config = yaml.safe_load(CONFIG.read_text())
+    edit(config)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    before = fingerprint(workdir / "results")
+    proc = snakemake(workdir, check=False, configfile=tmp_path / "bad.yaml")
+    assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
+    assert "Nothing to be done" not in proc.stdout + proc.stderr
+    assert "rule " not in proc.stdout + proc.stderr
+    assert fingerprint(workdir / "results") == before
+
+
+@pytest.mark.workflow
+def test_duplicate_key_stops_the_workflow_naming_both_lines(good_run, tmp_path):
+    """Item 9: `seed: 1` then `seed: 7` under one direction planned jobs with seed 7."""
+    lines = CONFIG.read_text().splitlines(keepends=True)
+    at = lines.index("    seed: 1\n")  # under directions.gx
+    lines.insert(at + 1, "    seed: 7\n")
+    path = tmp_path / "duplicate.yaml"
+    path.write_text("".join(lines))
+    before = {d: fingerprint(good_run / d) for d in ("results", "logs")}
+    proc = snakemake(good_run, SURFACE, check=False, configfile=path)
+    message = f"directions.gx.seed: duplicate key at lines {at + 1} and {at + 2} of {path}"
+    assert proc.returncode != 0
+    assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
+    assert "rule " not in proc.stdout + proc.stderr
+    assert {d: fingerprint(good_run / d) for d in ("results", "logs")} == before
+
+
+@pytest.mark.workflow
+def test_integral_floats_rerun_nothing(good_run, tmp_path):
+    """Item 10: `num: 4.0` for `num: 4` (and the like) is the same config: nothing to redo."""
+    text = CONFIG.read_text()
+    for old, new in [
+        ("x: {num: 4}", "x: {num: 4.0}"),
+        ("epochs: 1\n", "epochs: 1.0\n"),
+        ("batch_size: 64", "batch_size: 64.0"),
+        ("seed: 1\n", "seed: 1.0\n"),
+        ("bn_batches: 1", "bn_batches: 1.0"),
+    ]:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "floats.yaml"
+    path.write_text(text)
+    dry = snakemake(good_run, SURFACE, "-n", configfile=path)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+
+
+# --------------------------------------------------------------------------- issue 11: provenance
+
+
+@pytest.mark.workflow
+def test_surface_provenance_leads_to_its_checkpoint_and_directions(good_run):
+    """Item 5: the merged surface records what its (deleted) shards were computed from."""
+    surface = store.open(good_run / SURFACE)
+    assert set(surface.inputs) == {"checkpoint", "x", "y"}
+    for name, record in surface.inputs.items():
+        path = good_run / record["path"]
+        assert path.is_file(), name
+        assert store.sha256_file(path) == record["sha256"], name
+    checkpoint = good_run / surface.inputs["checkpoint"]["path"]
+    assert checkpoint == good_run / "results" / RUN / "checkpoints/epoch1.pt"
+    assert store.read_checkpoint(checkpoint)["meta"]["epoch"] == 1
+    for axis, direction in (("x", "gx"), ("y", "gy")):
+        path = good_run / surface.inputs[axis]["path"]
+        assert path == good_run / "results" / RUN / f"directions/epoch1/{direction}.h5"
+        assert store.open(path).inputs["checkpoint"] == surface.inputs["checkpoint"]
+    assert not store.catalog(good_run / "results")["stale"].any()
+
+
+@pytest.mark.workflow
+def test_two_clean_runs_give_identical_catalogs(good_run, second_run, tmp_path):
+    """Item 11: same config, same bytes: every SHA-256 and recorded input is equal."""
+    a = store.write_catalog(good_run / "results", tmp_path / "a.csv")
+    b = store.write_catalog(second_run / "results", tmp_path / "b.csv")
+    assert list(a["kind"]).count("checkpoint") == 2
+    assert list(a["sha256"]) == list(b["sha256"])
+    assert list(a["inputs"]) == list(b["inputs"])
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+@pytest.mark.workflow
+def test_catalog_marks_what_a_retrained_checkpoint_makes_stale(good_run, tmp_path):
+    """Item 12: artifacts made from a checkpoint that has changed since are listed as stale."""
+    work = tmp_path / "work"
+    shutil.copytree(good_run / "results", work / "results")
+    checkpoint = work / "results" / RUN / "checkpoints/epoch1.pt"
+    state = store.read_checkpoint(checkpoint)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    store.write_checkpoint(state, checkpoint)  # as if retrained after a config change
+    cat = store.catalog(work / "results").set_index("path")
+    stale = cat["stale"].to_dict()
+    assert stale == {
+        f"{RUN.as_posix()}/checkpoints/epoch0.pt": False,
+        f"{RUN.as_posix()}/checkpoints/epoch1.pt": False,
+        f"{RUN.as_posix()}/directions/epoch1/gx.h5": True,
+        f"{RUN.as_posix()}/directions/epoch1/gy.h5": True,
+        f"{RUN.as_posix()}/surfaces/epoch1/plane.h5": True,
+    }
+    # the README's recipe removes exactly those
+    catalog = store.catalog(work / "results")
+    for path in catalog.loc[catalog["stale"].fillna(False), "path"]:
+        Path(work / "results", path).unlink()
+    assert sorted(p.name for p in (work / "results").rglob("*.*")) == ["epoch0.pt", "epoch1.pt"]
+
+
+@pytest.mark.workflow
+def test_huge_grid_stops_the_workflow_with_the_estimate(good_run, tmp_path):
+    """Item 13, as a dry run: without the check the 1000 x 1000 surface would start computing."""
+    edit, message = BAD_CONFIGS["huge_surface"]
+    config = yaml.safe_load(CONFIG.read_text())
+    edit(config)
+    (tmp_path / "huge.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(good_run, "-n", check=False, configfile=tmp_path / "huge.yaml")
+    output = proc.stdout + proc.stderr  # a dry run logs to stdout
+    assert proc.returncode != 0
+    assert output.count(message) == 1, output[-3000:]
+    assert "limits.max_forward_passes_per_job = 1e+08" in output
+    assert "rule " not in output

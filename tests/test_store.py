@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -432,3 +434,200 @@ def test_write_catalog_writes_csv(tmp_path):
     assert list(back["kind"]) == ["checkpoint", "curve", "direction"]
     assert list(back["sha256"]) == list(frame["sha256"])
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".catalog")] == []
+
+
+# ----------------------------------------------------------------------------- deterministic bytes
+
+
+def test_checkpoint_bytes_do_not_depend_on_the_file_name(tmp_path):
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "meta": {"epoch": 1, "h": [0.5]}}
+    store.write_checkpoint(state, tmp_path / "a" / "epoch1.pt")
+    store.write_checkpoint(dict(state), tmp_path / "b" / "other.pt")
+    a, b = (tmp_path / "a" / "epoch1.pt").read_bytes(), (tmp_path / "b" / "other.pt").read_bytes()
+    assert a == b
+    back = store.read_checkpoint(tmp_path / "b" / "other.pt")
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["meta"] == state["meta"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["epoch1.pt"]
+
+
+def test_recorded_provenance_is_kept_and_checked(tmp_path):
+    record = {"path": "results/x/epoch1.pt", "sha256": "ab" * 32}
+    lam, loss = curve_values()
+    write_curve(tmp_path / "c.h5", lam, loss, inputs={"checkpoint": record})
+    assert store.open(tmp_path / "c.h5").inputs == {"checkpoint": record}
+    with pytest.raises(store.ArtifactError, match=r"d\.h5: input 'checkpoint' record"):
+        write_curve(tmp_path / "d.h5", lam, loss, inputs={"checkpoint": {"path": "x"}})
+    assert not (tmp_path / "d.h5").exists()
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("kind", ["hdf5", "checkpoint"])
+def test_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, kind):
+    final = tmp_path / ("c.h5" if kind == "hdf5" else "epoch1.pt")
+    final.write_bytes(b"already computed")
+    lam, loss = curve_values()
+    with monkeypatch.context() as m:
+        m.setattr(store.os, "fsync", _no_space)  # where a full disk (or NFS) reports ENOSPC
+        with pytest.raises(store.DiskFullError) as caught:
+            if kind == "hdf5":
+                write_curve(final, lam, loss)
+            else:
+                store.write_checkpoint({"model": {"w": torch.ones(3)}, "meta": {}}, final)
+    message = str(caught.value)
+    assert message.startswith(f"disk full while writing {final} (temporary {tmp_path}/.")
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, OSError)
+    assert final.read_bytes() == b"already computed"
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+
+
+def test_other_write_errors_are_not_called_disk_full(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store.os, "fsync", denied)
+    with pytest.raises(OSError) as caught:
+        store.write_bytes(tmp_path / "t.csv", b"x")
+    assert not isinstance(caught.value, store.DiskFullError)
+    assert caught.value.errno == errno.EIO
+    assert list(tmp_path.iterdir()) == []
+
+
+FULL_DISK_SCRIPT = """
+import os, sys, numpy as np, torch
+from landscape import store
+d = sys.argv[1]
+try:  # 8 datasets of 4 KB: HDF5 would fail while flushing its metadata cache on close
+    with store.create(f"{d}/surface.h5", "surface", {}) as w:
+        w.scale("x", np.arange(500.0))
+        for k in range(8):
+            w.put(f"s{k}/loss", np.zeros(500), dims=("x",))
+except store.DiskFullError as exc:
+    print(exc)
+try:  # 80 KB: torch.save to the file would fail with 'unexpected pos'
+    store.write_checkpoint({"w": torch.zeros(20000)}, f"{d}/epoch1.pt")
+except store.DiskFullError as exc:
+    print(exc)
+print(sorted(os.listdir(d)))
+"""
+
+
+def test_a_really_full_disk_gives_one_message_per_file(tmp_path):
+    """36 KiB tmpfs in a user namespace (skipped where that is not allowed)."""
+    import shutil
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    mount = f"mount -t tmpfs -o size=36k tmpfs {mnt}"
+    probe = ["unshare", "-rm", "sh", "-c", mount]
+    if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs in a user namespace here")
+    script = tmp_path / "fill.py"
+    script.write_text(FULL_DISK_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(landscape.__file__).parents[1])}
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"{mount} && {sys.executable} {script} {mnt}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no tracebacks from HDF5 or torch
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"disk full while writing {mnt}/surface.h5 (temporary {mnt}/.")
+    assert lines[1].startswith(f"disk full while writing {mnt}/epoch1.pt (temporary {mnt}/.")
+    assert lines[2] == "[]"  # nothing half-written, no temporary left
+
+
+# ----------------------------------------------------------------------------- stale artifacts
+
+
+def _chain_of_artifacts(root: Path) -> dict[str, Path]:
+    """checkpoint -> direction -> curve (reads only the direction), and a curve of both."""
+    run = root / "digits" / "mlp" / "mlp"
+    paths = {
+        "checkpoint": run / "checkpoints" / "epoch2.pt",
+        "direction": run / "directions" / "epoch2" / "d.h5",
+        "curve": run / "curves" / "epoch2" / "c.h5",
+        "via_direction": run / "curves" / "epoch2" / "v.h5",
+    }
+    store.write_checkpoint(
+        {"model": {"w": torch.ones(2)}, "meta": {"epoch": 2}}, paths["checkpoint"]
+    )
+    with store.create(
+        paths["direction"], "direction", {}, inputs={"checkpoint": paths["checkpoint"]}
+    ) as w:
+        w.put_tensors("params", {"w": np.ones(2)})
+    lam, loss = curve_values()
+    write_curve(
+        paths["curve"],
+        lam,
+        loss,
+        inputs={"checkpoint": paths["checkpoint"], "direction": paths["direction"]},
+    )
+    write_curve(paths["via_direction"], lam, loss, inputs={"direction": paths["direction"]})
+    return paths
+
+
+def _stale(cat: pd.DataFrame) -> dict[str, object]:
+    return {Path(p).name: s for p, s in zip(cat["path"], cat["stale"], strict=True)}
+
+
+def test_catalog_marks_artifacts_of_changed_inputs_stale(tmp_path):
+    paths = _chain_of_artifacts(tmp_path)
+    assert _stale(store.catalog(tmp_path)) == {
+        "epoch2.pt": False,
+        "d.h5": False,
+        "c.h5": False,
+        "v.h5": False,
+    }
+    # retrained: same name, other weights
+    store.write_checkpoint(
+        {"model": {"w": torch.zeros(2)}, "meta": {"epoch": 2}}, paths["checkpoint"]
+    )
+    cat = store.catalog(tmp_path)
+    assert cat["stale"].dtype == "boolean"
+    # v.h5 records only the direction, whose hash still matches: stale through the direction
+    assert _stale(cat) == {"epoch2.pt": False, "d.h5": True, "c.h5": True, "v.h5": True}
+
+
+def test_catalog_marks_artifacts_of_missing_inputs_stale_and_unreadable_as_unknown(tmp_path):
+    paths = _chain_of_artifacts(tmp_path)
+    paths["checkpoint"].unlink()
+    paths["via_direction"].write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    cat = store.catalog(tmp_path)
+    stale = _stale(cat)
+    assert stale["d.h5"] == True and stale["c.h5"] == True  # noqa: E712
+    unreadable = cat[cat["kind"] == "unreadable"]
+    assert pd.isna(stale["v.h5"]) and list(unreadable["name"]) == ["v"]
+
+
+def test_catalog_resolves_relative_inputs_against_the_working_directory(tmp_path):
+    results = tmp_path / "results"
+    ckpt = results / "digits" / "mlp" / "mlp" / "checkpoints" / "epoch1.pt"
+    store.write_checkpoint({"model": {}, "meta": {}}, ckpt)
+    lam, loss = curve_values()
+    record = {
+        "path": "results/digits/mlp/mlp/checkpoints/epoch1.pt",
+        "sha256": store.sha256_file(ckpt),
+    }
+    write_curve(
+        results / "digits" / "mlp" / "mlp" / "curves" / "c.h5",
+        lam,
+        loss,
+        inputs={"checkpoint": record},
+    )
+    assert list(store.catalog(results)["stale"]) == [False, False]  # base: results' parent
+    assert list(store.catalog(results, base=results)["stale"]) == [False, True]
+    out = results / "catalog.csv"
+    store.write_catalog(results, out)
+    assert list(pd.read_csv(out)["stale"]) == [False, False]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -100,3 +105,100 @@ def test_schedules():
         TrainConfig.from_spec({"epochs": 2, "checkpoints": [5]})
     with pytest.raises(ValueError, match="unknown key"):
         TrainConfig.from_spec({"epoch": 2})
+
+
+# ----------------------------------------------------------------------------- checkpoint bytes
+
+
+def test_same_config_gives_identical_checkpoint_bytes(tmp_path, monkeypatch):
+    """Not only equal tensors: equal files, so every SHA-256 recorded downstream is equal too."""
+    files = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)  # relative paths, as the workflow records them
+        paths = chain(Path("ckpt"), [0, 1], spec(epochs=1))
+        files[name] = {e: p.read_bytes() for e, p in paths.items()}
+    assert files["a"] == files["b"]
+    meta = store.read_checkpoint(tmp_path / "a" / "ckpt" / "epoch1.pt")["meta"]
+    assert meta["inputs"]["previous"] == {
+        "path": "ckpt/epoch0.pt",
+        "sha256": hashlib.sha256(files["a"][0]).hexdigest(),
+    }
+
+
+def test_checkpoint_meta_is_read_without_tensors(tmp_path):
+    paths = chain(tmp_path, [0, 1], spec())
+    assert store.checkpoint_meta(paths[1]) == store.read_checkpoint(paths[1])["meta"]
+    (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(store.ArtifactError, match=r"junk\.pt"):
+        store.checkpoint_meta(tmp_path / "junk.pt")
+
+
+# ----------------------------------------------------------------------------- which chain
+
+
+def test_an_existing_checkpoint_keeps_the_checkpoint_it_was_trained_from(tmp_path):
+    s = spec(epochs=2)
+    paths = chain(tmp_path, [0, 2], s)  # epoch 2 trained from epoch 0
+    earlier = {0: str(paths[0]), 1: str(tmp_path / "epoch1.pt")}  # epoch 1 added in between
+    assert store.kept_previous(paths[2], s, 2, earlier) == str(paths[0])
+    # ... and that is safe: training from the new epoch-1 checkpoint gives the same weights
+    train_model(tmp_path / "epoch1.pt", s, 1, previous=paths[0], device="cpu")
+    train_model(tmp_path / "again2.pt", s, 2, previous=tmp_path / "epoch1.pt", device="cpu")
+    again = store.read_checkpoint(tmp_path / "again2.pt")
+    assert tensors_equal(again["model"], store.read_checkpoint(paths[2])["model"])
+    # not kept: another spec, a missing checkpoint, a previous no longer kept or newer
+    assert store.kept_previous(paths[2], spec(epochs=2, lr=0.05), 2, earlier) is None
+    assert store.kept_previous(tmp_path / "epoch9.pt", s, 9, earlier) is None
+    assert store.kept_previous(paths[2], s, 2, {1: str(tmp_path / "epoch1.pt")}) is None
+    os.utime(paths[0], ns=(paths[2].stat().st_mtime_ns + 10**9,) * 2)
+    assert store.kept_previous(paths[2], s, 2, earlier) is None
+
+
+# ----------------------------------------------------------------------------- the workflow's chain
+
+
+def _planned_checkpoints(workdir: Path, *targets: str) -> set[str]:
+    """Checkpoint epochs a dry run of the workflow would (re)train, e.g. ``{"epoch1"}``."""
+    from workflow_utils import snakemake
+
+    dry = snakemake(workdir, *targets, "-n")
+    text = dry.stdout + dry.stderr
+    return set(re.findall(r"output: \S*/checkpoints/(epoch\d+)\.pt", text))
+
+
+@pytest.mark.workflow
+def test_adding_a_checkpoint_retrains_nothing_and_changing_epochs_retrains_all(tmp_path):
+    import yaml
+    from workflow_utils import REPO, edit_config, snakemake
+
+    config = yaml.safe_load((REPO / "tests/configs/reliability.yaml").read_text())
+    config["runs"]["vgg_bn"]["train"].update(epochs=2, checkpoints=[0, 2])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    ckpt = "results/digits/vgg_bn/vgg_bn/checkpoints/epoch{}.pt"
+    snakemake(tmp_path, ckpt.format(2))
+    before = {e: (tmp_path / ckpt.format(e)).stat().st_mtime_ns for e in (0, 2)}
+
+    edit_config(tmp_path, lambda c: c["runs"]["vgg_bn"]["train"].update(checkpoints=[0, 1, 2]))
+    targets = [ckpt.format(e) for e in (0, 1, 2)]
+    assert _planned_checkpoints(tmp_path, *targets) == {"epoch1"}
+    snakemake(tmp_path, *targets)
+    assert {e: (tmp_path / ckpt.format(e)).stat().st_mtime_ns for e in (0, 2)} == before
+    assert _planned_checkpoints(tmp_path, *targets) == set()
+    # the new checkpoint continues the chain: equal weights from 1 -> 2 as from 0 -> 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workflow's jobs: float sums depend on the thread count
+    try:
+        spec2 = store.checkpoint_meta(tmp_path / ckpt.format(2))["spec"]
+        again = tmp_path / "again2.pt"
+        train_model(again, spec2, 2, previous=tmp_path / ckpt.format(1), device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert tensors_equal(
+        store.read_checkpoint(again)["model"],
+        store.read_checkpoint(tmp_path / ckpt.format(2))["model"],
+    )
+
+    # the cosine schedule depends on the total: a longer run retrains every checkpoint
+    edit_config(tmp_path, lambda c: c["runs"]["vgg_bn"]["train"].update(epochs=3))
+    assert _planned_checkpoints(tmp_path, *targets) == {"epoch0", "epoch1", "epoch2"}
