@@ -559,13 +559,25 @@ def run_wildcards(config: Mapping[str, Any], run: str) -> dict[str, str]:
 
 
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """Everything a run's checkpoints depend on: dataset, model and training blocks."""
+    """Everything a run's checkpoints depend on: dataset, model and training blocks.
+
+    ``subset_seed`` is left out of the dataset unless ``max_train`` or ``max_test`` draws a
+    subset with it: training reads every sample otherwise, so changing it retrains nothing.
+
+    >>> config = {"runs": {"r": {"dataset": "d", "model": "m", "train": {"epochs": 2}}},
+    ...     "datasets": {"d": {"source": "digits", "subset_seed": 3}}, "models": {"m": {}}}
+    >>> run_spec(config, "r")["dataset"]
+    {'source': 'digits'}
+    """
     spec = config["runs"][run]
     train = {k: v for k, v in spec["train"].items() if k != "checkpoints"}
+    dataset = dict(config["datasets"][spec["dataset"]])
+    if dataset.get("max_train") is None and dataset.get("max_test") is None:
+        dataset.pop("subset_seed", None)
     return {
         "run": run,
         "dataset_name": spec["dataset"],
-        "dataset": config["datasets"][spec["dataset"]],
+        "dataset": dataset,
         "model_name": spec["model"],
         "model": config["models"][spec["model"]],
         "train": train,

@@ -130,7 +130,7 @@ def get_resume_checkpoint(wildcards):
     out = CHECKPOINT.format(**wildcards)
     if not nearest or not os.path.exists(out):
         return nearest
-    from landscape.store import kept_previous
+    from landscape.store import kept_previous  # h5py only where a checkpoint exists
 
     epoch = int(wildcards.epoch)
     earlier = {
