@@ -15,10 +15,13 @@
 #   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/density.png  plot_density
 #   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/loss_change.h5  compute_loss_change
 #   results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5             compute_soa
+#   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/loss_change.png  plot_loss_change
 #   results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5                compute_angles
+#   results/figures/angles/{dataset}/{model}/{run}/epoch{epoch}.png      plot_angles
 #   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/cosines.h5      compute_cosines
 #   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/cosines.png  plot_cosines
 #   results/tables/curve_taxonomy.csv                                      write_curve_table
+#   results/figures/tables/curve_taxonomy.png                              plot_curve_table
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 

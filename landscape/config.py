@@ -71,6 +71,8 @@ def check_references(config: Mapping[str, Any]) -> None:
     for family, keys in families:
         for name, block in config.get(family, {}).items():
             _check_block(config, family, name, block, keys)
+            if "bn_mode" in block:
+                resolve_bn_mode(config, family, name)
     _check_hessian(config)
 
 
@@ -322,8 +324,10 @@ def check_cost(config: Mapping[str, Any], shards: int | None = None) -> None:
             parts = 1 if family == "curves" else min(shards, points)
             per_job = math.ceil(points / parts)
             datasets = {config["runs"][run]["dataset"] for run in block_runs(config, block)}
+            bn_mode = resolve_bn_mode(config, family, name)
             per_point = max(
-                (_samples_per_point(block, config["datasets"][d]) for d in datasets), default=0
+                (_samples_per_point(block, bn_mode, config["datasets"][d]) for d in datasets),
+                default=0,
             )
             if per_job * per_point > limit:
                 keys = " and ".join(f"{family}.{name}.{axis}.num" for axis in axes)
@@ -338,11 +342,11 @@ def check_cost(config: Mapping[str, Any], shards: int | None = None) -> None:
                 )
 
 
-def _samples_per_point(block: Mapping[str, Any], dataset: Mapping[str, Any]) -> int:
+def _samples_per_point(block: Mapping[str, Any], bn_mode: str, dataset: Mapping[str, Any]) -> int:
     """Examples forwarded at one grid point: the splits, then the BN re-estimation batches."""
     sizes = split_sizes(dataset)
     samples = sum(sizes[split] or 0 for split in block["splits"])
-    if block["bn_mode"] == "recompute":
+    if bn_mode == "recompute":
         bn = block["bn_batches"] * block["batch_size"]
         samples += bn if sizes["train"] is None else min(bn, sizes["train"])
     return samples
@@ -591,7 +595,10 @@ _KIND_KEYS = {
     "gradient": ("batches", "batch_size"),
     "checkpoint": ("target",),
     "eigenvector": ("which", "index"),
-    "mined": ("algorithm", "epochs", "lr", "alpha", "gamma", "seed", "batches", "batch_size"),
+    "mined": (
+        "algorithm", "epochs", "lr", "alpha", "gamma", "seed", "batches", "batch_size",
+        "phi_init", "init_seed",
+    ),
 }
 _TRANSFORM_KEYS = ("kind", "sign", "sign_ratio", "normalization", "bias_bn", "group", "scale")
 
@@ -599,22 +606,102 @@ _TRANSFORM_KEYS = ("kind", "sign", "sign_ratio", "normalization", "bias_bn", "gr
 def direction_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """What a direction depends on: its kind's keys and the transforms, nothing else.
 
-    A key that another kind reads (or a new schema default) does not change a direction's spec.
+    A key that another kind (or another mining algorithm) reads does not change a direction's
+    spec; the kind's default normalization and ``bias_bn`` are filled in.
 
     >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "target": {"epoch": 0},
-    ...     "seed": 3, "index": 1, "sign": "none"}}}, "d")
-    {'kind': 'checkpoint', 'target': {'epoch': 0}, 'sign': 'none'}
+    ...     "seed": 3, "index": 1, "sign": "none"}}}, "d")  # doctest: +NORMALIZE_WHITESPACE
+    {'kind': 'checkpoint', 'target': {'epoch': 0}, 'sign': 'none', 'normalization': 'raw',
+     'bias_bn': 'raw'}
     >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "seed": 3,
     ...     "sign": "consistent"}}}, "d")["seed"]
     3
     """
     block = config["directions"][name]
-    keys = set(_TRANSFORM_KEYS) | set(_KIND_KEYS.get(block.get("kind", "noise"), ()))
+    kind = block.get("kind", "noise")
+    keys = set(_TRANSFORM_KEYS) | set(_KIND_KEYS.get(kind, ()))
     if block.get("sign") == "consistent":
         keys.add("seed")
-    return {k: v for k, v in block.items() if k in keys}
+    if kind == "mined" and block.get("algorithm", "wpeak") != "vvv":
+        keys -= {"phi_init", "init_seed"}  # Algorithm 2's start
+    elif block.get("phi_init", "theta") != "init":
+        keys.discard("init_seed")
+    spec = {k: v for k, v in block.items() if k in keys}
+    normalization, bias_bn = transform_defaults(kind)
+    spec.setdefault("normalization", normalization)
+    spec.setdefault("bias_bn", bias_bn)
+    return spec
+
+
+def transform_defaults(kind: str) -> tuple[str, str]:
+    """The ``(normalization, bias_bn)`` of a direction kind that sets neither.
+
+    ``("filter", "zero")`` for noise (Li et al. 2018); ``("norm", "raw")`` for eigenvectors (the
+    unit vector scaled to ``||theta||``, direction kept); ``("raw", "raw")`` otherwise. They are
+    written into the spec (:func:`direction_spec`), so changing a default reruns what it changes.
+
+    >>> transform_defaults("eigenvector"), transform_defaults("mined")
+    (('norm', 'raw'), ('raw', 'raw'))
+    """
+    normalization = {"noise": "filter", "eigenvector": "norm"}.get(kind, "raw")
+    return normalization, "zero" if kind == "noise" else "raw"
 
 
 def evaluation_spec(config: Mapping[str, Any], family: str, name: str) -> dict[str, Any]:
-    """What a curve's or surface's values depend on: its block without run and epoch selection."""
-    return {k: v for k, v in config[family][name].items() if k not in ("runs", "epochs")}
+    """What a curve's or surface's values depend on: its block without run and epoch selection.
+
+    ``bn_mode: auto`` is replaced by the mode it resolves to (:func:`resolve_bn_mode`), so a
+    curve that took the old default ``recompute`` keeps its spec and is not rerun.
+    """
+    spec = {k: v for k, v in config[family][name].items() if k not in ("runs", "epochs")}
+    if "bn_mode" in spec:
+        spec["bn_mode"] = resolve_bn_mode(config, family, name)
+    return spec
+
+
+# The curve BN mode of the function whose curvature hessian.bn_mode describes: eval-mode BN
+# normalizes by theta's running statistics at every point (No UpBN); batch statistics follow the
+# parameters, as statistics re-estimated at each point do (UpBN).
+CURVE_BN_MODE_OF_HESSIAN = {"eval": "keep", "train": "recompute"}
+
+
+def direction_bn_mode(config: Mapping[str, Any], name: str) -> str | None:
+    """The curve BN mode of the loss a direction was derived from; None if it has no such loss.
+
+    Eigenvectors are those of the Hessian of ``hessian.bn_mode``; the gradient and the mining
+    algorithms differentiate the eval-mode loss (theta's running statistics), whose curve is
+    ``keep``. Noise, special and checkpoint directions are not derived from a loss.
+
+    >>> direction_bn_mode({"directions": {"pe1": {"kind": "eigenvector"}}}, "pe1")
+    'keep'
+    """
+    kind = config["directions"][name].get("kind", "noise")
+    if kind == "eigenvector":
+        return CURVE_BN_MODE_OF_HESSIAN[config.get("hessian", {}).get("bn_mode", "eval")]
+    return "keep" if kind in ("gradient", "mined") else None
+
+
+def resolve_bn_mode(config: Mapping[str, Any], family: str, name: str) -> str:
+    """A curve's or surface's BN mode: its ``bn_mode``, or for ``auto`` its directions' mode.
+
+    ``auto`` evaluates along a direction derived from a loss (eigenvector, gradient, mined) the
+    function that loss is: ``keep`` for the eval-mode Hessian (its curvature is the curve's
+    second derivative), ``recompute`` for batch statistics; ``recompute`` (UpBN, the papers'
+    default) along directions of no loss, e.g. Gaussian ones.
+
+    Raises:
+        ConfigError: ``auto`` with directions of two BN modes, naming the block's ``bn_mode``.
+    """
+    block = config[family][name]
+    mode = block.get("bn_mode", "auto")
+    if mode != "auto":
+        return mode
+    names = block["directions"] if "directions" in block else [block["direction"]]
+    modes = {d: m for d in names if (m := direction_bn_mode(config, d)) is not None}
+    if len(set(modes.values())) > 1:
+        found = ", ".join(f"{d} ({m})" for d, m in modes.items())
+        raise ConfigError(
+            f"{family}.{name}.bn_mode: auto cannot follow directions derived from losses with "
+            f"different BN modes: {found}; set bn_mode to keep or recompute"
+        )
+    return next(iter(modes.values()), "recompute")

@@ -18,9 +18,14 @@ Base vectors (``kind``):
 - ``mined``: a direction mined by the paper's Algorithm 1 (``algorithm: wpeak``, a w-peak
   direction, V9) or Algorithm 2 (``vvv``, a vvv-basin direction, V10) over fixed training
   batches (:func:`gradient_batches`); see :mod:`landscape.mining`.
-- ``eigenvector``: a unit Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
+- ``eigenvector``: a Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
   paper's P.E.; ``SA`` most negative, N.E.; ``index`` from 1), read from the spectrum file that
-  :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`.
+  :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`. The file
+  holds unit vectors, about ``1/||theta||`` of the parameters; by default they are scaled to
+  ``||theta||`` (normalization ``norm``, every element kept), as the paper scales its
+  perturbation directions (``eps <- ||theta|| eps / ||eps||``, Section 2 and Appendix A.3), so
+  that a curve over ``lambda in [-1, 1]`` moves as far as a Gaussian one. The scaling keeps the
+  direction (an eigenvector stays one); ``normalization: raw`` keeps the unit vector.
 
 Sign transform (``sign: consistent``, A1/A2): ``eps <- |eps| * sign(theta)`` on a seeded random
 fraction ``sign_ratio`` of the elements; see :func:`sign_consistent`.
@@ -42,6 +47,7 @@ The group restriction (A4) zeroes the direction outside one group of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape import store
+from landscape.config import transform_defaults
 from landscape.data import DataBundle, load_data
 from landscape.params import group_names, restrict
 from landscape.train import load_model, resolve_device
@@ -89,6 +96,7 @@ NORMALIZATIONS = ("raw", "norm", "layer", "filter")
 BIAS_BN = ("zero", "normalize", "raw")
 KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector", "mined")
 ALGORITHMS = ("wpeak", "vvv")
+PHI_INITS = ("theta", "init")
 SPECIALS = (
     "theta_0",
     "theta_f",
@@ -478,21 +486,82 @@ def gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
     return data.train.sample(samples, data.subset_seed).batches(size)
 
 
-def _mined(spec: Mapping[str, Any], model: nn.Module, batches: list) -> Direction:
+def phi_init(spec: Mapping[str, Any]) -> str:
+    """Where Algorithm 2 starts ``phi`` (``phi_init`` of a ``mined`` spec): ``theta`` or ``init``.
+
+    ``theta`` (default) starts at the checkpoint itself; ``init`` at a fresh initialization of
+    the same model (:func:`fresh_initialization` with ``init_seed``), a point in another basin.
+
+    Raises:
+        ValueError: for an unknown value, or ``init`` with Algorithm 1 (which has no ``phi``).
+    """
+    start = _choice(spec, "phi_init", PHI_INITS, "theta")
+    if start != "theta" and spec.get("algorithm", "wpeak") != "vvv":
+        raise ValueError(f"phi_init: {start!r} applies to algorithm 'vvv' (Algorithm 2) only")
+    return start
+
+
+def fresh_initialization(meta: Mapping[str, Any], seed: int) -> Direction:
+    """The trainable parameters of a fresh initialization of a checkpoint's model.
+
+    The model is built from the checkpoint's own metadata (without a pretrained ``weights``
+    file: a random initialization) after ``torch.manual_seed(seed)``, on the CPU, as
+    :func:`landscape.train.train_model` builds epoch 0: the result is the epoch-0 checkpoint of a
+    run of the same model with ``train.seed = seed``. The global random state is restored.
+    """
+    from landscape.models import build_model  # directions stay importable without the zoo
+
+    spec = meta["spec"]
+    model_spec = {k: v for k, v in spec["model"].items() if k != "weights"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(
+            model_spec,
+            meta["num_classes"],
+            tuple(meta["input_shape"]),
+            key=f"models.{spec.get('model_name', 'model')}",
+        )
+    return trainable(model)
+
+
+def _mined(
+    spec: Mapping[str, Any],
+    model: nn.Module,
+    batches: list,
+    references: Mapping[str, Mapping[str, Tensor]] | None,
+) -> Direction:
     from landscape import mining  # mining builds on this module
 
     algorithm = _choice(spec, "algorithm", ALGORITHMS, "wpeak")
+    start = phi_init(spec)
     common = {"epochs": spec.get("epochs", 10), "seed": spec.get("seed", 0)}
     if algorithm == "wpeak":
         return mining.mine_wpeak(model, batches, lr=spec.get("lr", 0.1), **common)
+    init = None
+    if start == "init":
+        params = trainable(model)
+        phi_0 = _aligned(_reference(references, "phi_init", "phi_init 'init'"), params, "phi_init")
+        init = {n: phi_0[n] - t for n, t in params.items()}
     return mining.mine_vvv(
         model,
         batches,
         lr=spec.get("lr", 0.01),
         alpha=spec.get("alpha", 0.0),
         gamma=spec.get("gamma", 0.5),
+        init=init,
         **common,
     )
+
+
+def normalization_of(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """The ``(normalization, bias_bn)`` a direction spec is normalized with, defaults filled in
+    (:func:`landscape.config.transform_defaults`).
+
+    >>> normalization_of({"kind": "eigenvector"}), normalization_of({"kind": "mined"})
+    (('norm', 'raw'), ('raw', 'raw'))
+    """
+    normalization, bias_bn = transform_defaults(spec.get("kind", "noise"))
+    return spec.get("normalization", normalization), spec.get("bias_bn", bias_bn)
 
 
 def make_direction(
@@ -514,10 +583,13 @@ def make_direction(
       (``target - theta``; ``target`` names the checkpoint for the workflow, the library uses
       ``references["target"]``), ``eigenvector`` (``references["eigenvector"]``, see
       :func:`eigenvector`) or ``mined`` (``algorithm`` wpeak or vvv, ``epochs``, ``lr``,
-      ``alpha``, ``gamma``, ``seed``, over ``batches`` of ``batch_size`` like ``gradient``).
+      ``alpha``, ``gamma``, ``seed``, over ``batches`` of ``batch_size`` like ``gradient``;
+      Algorithm 2 starts ``phi`` at ``theta`` or, with ``phi_init: init``, at
+      ``references["phi_init"]``, see :func:`phi_init`).
     - ``sign``: ``none`` (default) or ``consistent`` with ``sign_ratio`` (default 1.0) and the
       spec's ``seed``: :func:`sign_consistent` against the model's parameters.
-    - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``raw`` otherwise.
+    - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``norm`` for
+      eigenvectors, ``raw`` otherwise (:func:`normalization_of`).
     - ``bias_bn``: see :func:`normalize`; default ``zero`` for noise, ``raw`` otherwise (so that
       e.g. a checkpoint direction reaches the target in every parameter).
     - ``group``: one of :data:`landscape.params.GROUPS` (default ``ALL``): zero outside it.
@@ -527,7 +599,8 @@ def make_direction(
         spec: The config block.
         model: The model at ``theta`` (its trainable parameters are ``theta``).
         references: Other checkpoints' parameters by role: ``"theta_0"`` (the run's epoch-0
-            checkpoint) for ``special`` ``theta_0``, ``"target"`` for ``checkpoint``.
+            checkpoint) for ``special`` ``theta_0``, ``"target"`` for ``checkpoint``,
+            ``"phi_init"`` (:func:`fresh_initialization`) for ``mined`` with ``phi_init: init``.
         data: The dataset, for ``gradient``; batches must be on the model's device.
 
     Raises:
@@ -548,23 +621,31 @@ def make_direction(
     elif kind == "eigenvector":
         eps = dict(_reference(references, "eigenvector", "kind 'eigenvector'"))
     elif kind == "mined":
-        eps = _mined(spec, model, list(gradient_batches(spec, data)))
+        eps = _mined(spec, model, list(gradient_batches(spec, data)), references)
     else:
         eps = towards(params, _reference(references, "target", "kind 'checkpoint'"))
     if _choice(spec, "sign", SIGNS, "none") == "consistent":
         eps = sign_consistent(eps, params, spec.get("sign_ratio", 1.0), seed)
-    noisy = kind == "noise"
-    eps = normalize(
-        eps,
-        params,
-        spec.get("normalization", "filter" if noisy else "raw"),
-        spec.get("bias_bn", "zero" if noisy else "raw"),
-    )
+    normalization, bias_bn = normalization_of(spec)
+    eps = normalize(eps, params, normalization, bias_bn)
     group = spec.get("group", "ALL")
     if group != "ALL":  # group_names rejects an unknown group
         eps = restrict(eps, group_names(model, group))
     scale = float(spec.get("scale", 1.0))
     return eps if scale == 1.0 else {n: d * scale for n, d in eps.items()}
+
+
+def direction_norms(direction: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> dict:
+    """``direction_norm`` ``||eps||``, ``theta_norm`` ``||theta||`` and their ratio
+    ``relative_norm`` ``||eps|| / ||theta||`` (how far ``lambda = 1`` moves, relative to the
+    parameters; NaN for zero parameters).
+
+    >>> direction_norms({"w": torch.tensor([3.0, 4.0])}, {"w": torch.tensor([0.0, 10.0])})
+    {'direction_norm': 5.0, 'theta_norm': 10.0, 'relative_norm': 0.5}
+    """
+    eps, theta = global_norm(direction), global_norm(params)
+    ratio = eps / theta if theta > 0 else math.nan
+    return {"direction_norm": eps, "theta_norm": theta, "relative_norm": ratio}
 
 
 def write_direction(
@@ -589,6 +670,10 @@ def write_direction(
         dataset: The dataset config block, read only when the spec needs data (``gradient``,
             ``mined``); its ``subset_seed`` is then stored as an attribute.
         spectrum: The checkpoint's spectrum file (``kind: eigenvector``).
+
+    Besides ``run`` and ``epoch``, the file's attributes hold :func:`direction_norms` (``||eps||``,
+    ``||theta||``, ``relative_norm``), the ``normalization`` and ``bias_bn`` applied
+    (:func:`normalization_of`), and for ``phi_init: init`` the ``init_seed`` of the start.
     """
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
@@ -602,10 +687,17 @@ def write_direction(
         which, index = spec.get("which", "LA"), spec.get("index", 1)
         refs["eigenvector"] = eigenvector(params, spectrum, which, index)
         paths["spectrum"] = spectrum
+    attrs: dict[str, Any] = {}
+    if spec.get("kind") == "mined" and phi_init(spec) == "init":
+        attrs["init_seed"] = spec.get("init_seed", 1)
+        refs["phi_init"] = _aligned(
+            fresh_initialization(meta, attrs["init_seed"]), params, "phi_init"
+        )
     data = load_data(dataset, dev) if dataset is not None and needs_data(spec) else None
     direction = make_direction(spec, model, references=refs, data=data)
-    norms = {"direction_norm": global_norm(direction), "theta_norm": global_norm(params)}
-    attrs = {**norms, "run": meta["run"], "epoch": meta["epoch"]}
+    attrs.update(direction_norms(direction, params))
+    attrs["normalization"], attrs["bias_bn"] = normalization_of(spec)
+    attrs.update(run=meta["run"], epoch=meta["epoch"])
     if data is not None:  # the seed of its fixed batches
         attrs["subset_seed"] = data.subset_seed
     with store.create(

@@ -9,6 +9,10 @@ BN modes (Li et al., Appendix A.2):
 - ``recompute`` ("UpBN"): for every point the running statistics are re-estimated as a
   cumulative average (PyTorch's ``momentum=None``) over a fixed list of training batches
   (:func:`fixed_bn_batches`), then the model is evaluated in eval mode.
+
+The config's ``auto`` is resolved before a job starts (:func:`landscape.config.resolve_bn_mode`);
+a curve or surface stores the resolved mode in its spec and whether the model has BN layers as
+the attribute ``batchnorm`` (without them both modes are the same function).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from landscape.train import load_model, resolve_device
 
 BN_MODES = ("keep", "recompute")
 ANALYSIS_FIELDS = ("n_stationary", "mean_pos", "mean_neg", "ratio", "difference")
+# Root attributes of curves and surfaces, besides spec and inputs.
+EVALUATION_ATTRS = ("num_classes", "run", "epoch", "subset_seed", "batchnorm")
 
 
 def lambda_grid(spec: Mapping[str, Any]) -> np.ndarray:
@@ -137,12 +143,18 @@ def _evaluation(checkpoint, directions, spec, dataset, device):
     if spec.get("orthogonalize"):
         vectors[1] = orthogonalize(vectors[0], vectors[1])
     splits = {s: getattr(data, s) for s in spec["splits"]}
+    meta = {**meta, "subset_seed": data.subset_seed, "batchnorm": has_batchnorm(model)}
     engine = {
         "bn_mode": spec["bn_mode"],
         "bn_batches": fixed_bn_batches(data, spec),
         "batch_size": spec["batch_size"],
     }
-    return model, {**meta, "subset_seed": data.subset_seed}, vectors, splits, engine
+    return model, meta, vectors, splits, engine
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether the model has BN layers, i.e. whether ``bn_mode`` changes its values."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def compute_curve(
@@ -174,7 +186,7 @@ def compute_curve(
         kind="curve",
         spec=spec,
         inputs={"checkpoint": checkpoint, "direction": direction},
-        attrs={k: meta[k] for k in ("num_classes", "run", "epoch", "subset_seed")},
+        attrs={k: meta[k] for k in EVALUATION_ATTRS},
     ) as w:
         w.scale("lambda", lambdas)
         for name, values in metrics.items():
@@ -215,7 +227,7 @@ def compute_surface_shard(
     coords = np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
     result = evaluate_grid(model, vectors, coords, splits, **engine)
     inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}
-    attrs = {k: meta[k] for k in ("num_classes", "run", "epoch", "subset_seed")}
+    attrs = {k: meta[k] for k in EVALUATION_ATTRS}
     with store.create(out, kind="surface_shard", spec=spec, inputs=inputs, attrs=attrs) as w:
         w.put("index", index)
         for s, by_metric in result.items():
@@ -243,7 +255,7 @@ def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[s
         if inputs is not None and shard.inputs != inputs:
             raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
         inputs = shard.inputs
-        attrs = {k: shard.attrs[k] for k in ("num_classes", "run", "epoch", "subset_seed")}
+        attrs = {k: shard.attrs[k] for k in EVALUATION_ATTRS if k in shard.attrs}
         attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
         for name, values in shard.data.items():
             if name == "index":

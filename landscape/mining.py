@@ -207,6 +207,15 @@ def _check_schedule(epochs: int, steps_per_epoch: int | None, lr: float) -> None
         raise ValueError(f"lr: must be > 0, got {lr}")
 
 
+def _check_finite(what: str, loss: float, epoch: int, epochs: int, lr: float) -> None:
+    """Stops a mining run whose loss became NaN or infinite (SGD diverged), naming ``lr``."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"{what}: the loss became {loss} in epoch {epoch}/{epochs}: SGD diverged; "
+            f"lower lr (now {lr})"
+        )
+
+
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
@@ -279,6 +288,7 @@ def mine_wpeak(
 
     Raises:
         ValueError: For bad arguments, no batches, or an ``init`` of other names or shapes.
+        FloatingPointError: If the loss becomes NaN or infinite (checked once per epoch).
     """
     _check_schedule(epochs, steps_per_epoch, lr)
     obj = _Objective(model, batches, loss, dtype, bn_mode)
@@ -304,6 +314,7 @@ def mine_wpeak(
                 total += value
             mean = float(total) / steps
             log.info("mine_wpeak: epoch %d/%d alpha %.3g loss %.6g", e, epochs, alpha, mean)
+            _check_finite("mine_wpeak", mean, e, epochs, lr)
     if all(not bool(t.any()) for t in eps.values()):
         warnings.warn(
             "mine_wpeak: the mined direction is zero (all batch gradients vanish at theta); "
@@ -378,6 +389,7 @@ def mine_vvv(
 
     Raises:
         ValueError: For bad arguments, no batches, or an ``init`` of other names or shapes.
+        FloatingPointError: If a loss becomes NaN or infinite (checked once per epoch).
     """
     _check_schedule(epochs, steps_per_epoch, lr)
     if not 0.0 <= alpha <= 0.5:
@@ -408,6 +420,7 @@ def mine_vvv(
                 totals += torch.stack([l_phi, l_hat])
             mean = (totals / steps).tolist()
             log.info("mine_vvv: epoch %d/%d loss phi %.6g phi_hat %.6g", e, epochs, *mean)
+            _check_finite("mine_vvv", sum(mean), e, epochs, lr)
     return obj.output({n: phi[n] - theta[n] for n in theta})
 
 

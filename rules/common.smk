@@ -78,6 +78,11 @@ LOSS_CHANGE = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/loss_change.
 SOA = "results/{dataset}/{model}/{run}/soa/epoch{epoch}/{soa}.h5"
 SOA_FIGURE = "results/figures/soa/{dataset}/{model}/{run}/epoch{epoch}/{soa}.png"
 ANGLES = "results/{dataset}/{model}/{run}/angles/epoch{epoch}.h5"
+ANGLES_FIGURE = "results/figures/angles/{dataset}/{model}/{run}/epoch{epoch}.png"
+LOSS_CHANGE_FIGURE = (
+    "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/loss_change.png"
+)
+CURVE_TABLE_FIGURE = "results/figures/tables/curve_taxonomy.png"
 COSINES = "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/cosines.h5"
 COSINES_FIGURE = (
     "results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/cosines.png"
@@ -216,8 +221,15 @@ def instances(family, pattern):
 
 
 def hessian_targets():
-    """Spectrum, density, trace and density figure at every run and epoch ``hessian`` selects."""
-    patterns = (SPECTRUM, DENSITY, TRACE, LOSS_CHANGE, DENSITY_FIGURE)
+    """Spectrum, density, trace, loss change and figures at each run and epoch ``hessian`` selects."""
+    patterns = (
+        SPECTRUM,
+        DENSITY,
+        TRACE,
+        LOSS_CHANGE,
+        DENSITY_FIGURE,
+        LOSS_CHANGE_FIGURE,
+    )
     return [path for p in patterns for path in selection_targets("hessian", p)]
 
 

@@ -136,3 +136,46 @@ rule plot_cosines:
         mem_mb=1000,
     script:
         "../scripts/plot_cosines.py"
+
+
+rule plot_angles:
+    input:
+        angles=rules.compute_angles.output.angles,
+    output:
+        figure=report(
+            ANGLES_FIGURE,
+            caption="../report/angles.rst",
+            category="V5",
+            subcategory="{run}",
+            labels={"run": "{run}", "epoch": "{epoch}", "figure": "angles"},
+        ),
+    log:
+        "logs/plot_angles/{dataset}/{model}/{run}/epoch{epoch}.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/plot_angles.py"
+
+
+rule plot_loss_change:
+    input:
+        loss_change=rules.compute_loss_change.output.loss_change,
+        trace=rules.compute_trace.output.trace,
+    output:
+        figure=report(
+            LOSS_CHANGE_FIGURE,
+            caption="../report/loss_change.rst",
+            category="V13",
+            subcategory="{run}",
+            labels={"run": "{run}", "epoch": "{epoch}", "figure": "loss change"},
+        ),
+    log:
+        "logs/plot_loss_change/{dataset}/{model}/{run}/epoch{epoch}.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/plot_loss_change.py"

@@ -5,7 +5,7 @@ rule write_curve_table:
         csv=report(
             "results/tables/curve_taxonomy.csv",
             caption="../report/curve_taxonomy.rst",
-            category="Tables",
+            category="VT",
         ),
     log:
         "logs/write_curve_table.log",
@@ -15,6 +15,26 @@ rule write_curve_table:
         mem_mb=1000,
     script:
         "../scripts/write_curve_table.py"
+
+
+rule plot_curve_table:
+    input:
+        csv=rules.write_curve_table.output.csv,
+    output:
+        figure=report(
+            CURVE_TABLE_FIGURE,
+            caption="../report/curve_taxonomy_figure.rst",
+            category="VT",
+            labels={"figure": "curve taxonomy"},
+        ),
+    log:
+        "logs/plot_curve_table.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/plot_curve_table.py"
 
 
 rule write_catalog:
@@ -28,6 +48,7 @@ rule write_catalog:
         soa=instances("soa", SOA),
         soa_figures=instances("soa", SOA_FIGURE),
         angles=selection_targets("angles", ANGLES),
+        angle_figures=selection_targets("angles", ANGLES_FIGURE),
         cosines=(
             selection_targets("cosines", COSINES)
             + selection_targets("cosines", COSINES_FIGURE)
@@ -35,6 +56,7 @@ rule write_catalog:
             else []
         ),
         tables=rules.write_curve_table.output.csv,
+        table_figures=rules.plot_curve_table.output.figure,
     output:
         csv="results/catalog.csv",
     log:

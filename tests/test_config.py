@@ -19,6 +19,7 @@ from landscape.config import (
     check_references,
     checkpoint_epochs,
     direction_references,
+    direction_spec,
     evaluation_spec,
     normalize_numbers,
     run_spec,
@@ -48,7 +49,7 @@ def test_schema_fills_defaults():
     config = load("tests/configs/tiny.yaml")
     train = config["runs"]["mlp"]["train"]
     assert train["momentum"] == 0.9 and train["weight_decay"] == 5e-4
-    assert config["curves"]["gauss_filnorm"]["bn_mode"] == "recompute"
+    assert config["curves"]["gauss_filnorm"]["bn_mode"] == "auto"  # resolved in its spec
     assert config["surfaces"]["plane"]["x"] == {"min": -1.0, "max": 1.0, "num": 3}
 
 
@@ -282,3 +283,94 @@ def test_a_failing_number_alternative_does_not_make_an_integer_a_float():
     config = {"w": 3}
     normalize_numbers(config, schema)
     assert repr(config) == "{'w': 3}"
+
+
+def _hessian_directions(hessian_bn_mode: str = "eval") -> dict:
+    """tiny.yaml with a curve along each kind of direction and surfaces that mix them."""
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config["hessian"] = {"bn_mode": hessian_bn_mode}
+    config["directions"].update(
+        pe1={"kind": "eigenvector", "which": "LA", "index": 1},
+        wpeak={"kind": "mined", "algorithm": "wpeak"},
+        grad={"kind": "gradient"},
+        to_end={"kind": "checkpoint"},
+    )
+    for name in ("pe1", "wpeak", "grad", "to_end"):
+        config["curves"][name] = {"direction": name}
+    config["curves"]["pe1_upbn"] = {"direction": "pe1", "bn_mode": "recompute"}
+    config["surfaces"]["gauss_pe1"] = {"directions": ["gauss_filnorm", "pe1"]}
+    config["surfaces"]["pe1_wpeak"] = {"directions": ["pe1", "wpeak"]}
+    validate(config, SCHEMA)
+    return config
+
+
+def test_curves_along_hessian_directions_default_to_the_bn_mode_of_their_loss():
+    """auto: No UpBN (keep) along directions of the eval-mode loss, UpBN elsewhere."""
+    config = _hessian_directions()
+    assert config["curves"]["pe1"]["bn_mode"] == "auto"
+    modes = {name: evaluation_spec(config, "curves", name)["bn_mode"] for name in config["curves"]}
+    assert modes == {
+        "gauss_filnorm": "recompute",  # the paper's UpBN for Gaussian curves (V2)
+        "pe1": "keep",  # the Hessian of hessian.bn_mode eval: theta's running statistics
+        "wpeak": "keep",  # Algorithms 1 and 2 run on the eval-mode loss
+        "grad": "keep",  # so does the gradient
+        "to_end": "recompute",
+        "pe1_upbn": "recompute",  # the old behaviour, one config line away
+    }
+    surfaces = {name: evaluation_spec(config, "surfaces", name) for name in config["surfaces"]}
+    assert {n: s["bn_mode"] for n, s in surfaces.items()} == {
+        "plane": "recompute",
+        "gauss_pe1": "keep",
+        "pe1_wpeak": "keep",
+    }
+    check_references(config)
+    train = _hessian_directions("train")  # batch statistics follow the parameters: UpBN
+    assert evaluation_spec(train, "curves", "pe1")["bn_mode"] == "recompute"
+    assert evaluation_spec(train, "curves", "wpeak")["bn_mode"] == "keep"
+
+
+def test_auto_bn_mode_leaves_the_spec_of_a_gaussian_curve_as_it_was():
+    """No rerun: a curve that took the old default recompute has the same canonical spec."""
+    config = _hessian_directions()
+    old = {**config["curves"]["gauss_filnorm"], "bn_mode": "recompute"}
+    old = {k: v for k, v in old.items() if k not in ("runs", "epochs")}
+    assert canonical(evaluation_spec(config, "curves", "gauss_filnorm")) == canonical(old)
+    soa = {"direction": "pe1"}
+    config["soa"] = {"s": soa}
+    validate(config, SCHEMA)
+    assert "bn_mode" not in evaluation_spec(config, "soa", "s")  # the hessian block's
+
+
+def test_conflicting_auto_bn_modes_name_the_key():
+    config = _hessian_directions("train")  # P.E.1 of the batch-statistics loss, mined in eval
+    with pytest.raises(ConfigError, match=r"^surfaces\.pe1_wpeak\.bn_mode: auto .*pe1.*wpeak"):
+        check_references(config)
+    config["surfaces"]["pe1_wpeak"]["bn_mode"] = "keep"
+    check_references(config)
+
+
+def test_cost_counts_the_bn_batches_of_the_resolved_bn_mode():
+    config = _hessian_directions()
+    limit = 41 * (1347 + 450)  # a 41-point curve on both splits, without BN batches
+    config["limits"] = {"max_forward_passes_per_job": limit}
+    config["curves"] = {"pe1": config["curves"]["pe1"]}
+    config["surfaces"] = {}
+    check_cost(config)  # keep: no BN batches
+    config["curves"]["gauss"] = {"direction": "gauss_filnorm", "runs": ["mlp"]}
+    validate(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"^curves\.gauss\.lambda\.num"):
+        check_cost(config)  # auto is recompute here: 4 x 512 BN samples a point
+
+
+def test_direction_spec_holds_only_what_its_algorithm_reads_and_its_default_normalization():
+    mined = {"kind": "mined", "algorithm": "wpeak", "phi_init": "theta", "init_seed": 1}
+    vvv = {**mined, "algorithm": "vvv"}
+    config = {"directions": {"w": mined, "v": vvv, "i": {**vvv, "phi_init": "init"}}}
+    assert "phi_init" not in direction_spec(config, "w")
+    assert "init_seed" not in direction_spec(config, "w")
+    assert direction_spec(config, "v")["phi_init"] == "theta"
+    assert "init_seed" not in direction_spec(config, "v")
+    assert direction_spec(config, "i")["init_seed"] == 1
+    eigenvector = {"directions": {"e": {"kind": "eigenvector", "which": "SA", "index": 1}}}
+    assert direction_spec(eigenvector, "e")["normalization"] == "norm"
+    assert direction_spec(eigenvector, "e")["bias_bn"] == "raw"

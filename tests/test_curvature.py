@@ -97,8 +97,16 @@ def test_eigenvector_direction_round_trip(spectrum, checkpoint, dense, tmp_path)
     write_direction(checkpoint, out, spec, "cpu", spectrum=spectrum)
     art = store.open(out)
     flat = np.concatenate([v.reshape(-1) for v in art.tensors("params").values()])
-    assert abs(abs(flat @ vectors[:, 1]) - 1.0) < 1e-6  # float32 parameters
+    # V8: the unit eigenvector scaled to ||theta|| by default (normalization norm)
+    params = trainable(load_model(checkpoint, "cpu")[0])
+    theta_norm = np.sqrt(sum(float(p.double().pow(2).sum()) for p in params.values()))
+    assert abs(abs(flat @ vectors[:, 1]) / theta_norm - 1.0) < 1e-6  # float32 parameters
+    assert art.attrs["relative_norm"] == pytest.approx(1.0, abs=1e-6)
+    assert art.attrs["normalization"] == "norm"
     assert set(art.inputs) == {"checkpoint", "spectrum"}
+    write_direction(checkpoint, out, {**spec, "normalization": "raw"}, "cpu", spectrum=spectrum)
+    flat = np.concatenate([v.reshape(-1) for v in store.open(out).tensors("params").values()])
+    assert abs(abs(flat @ vectors[:, 1]) - 1.0) < 1e-6  # raw: the unit vector
 
 
 def test_eigenvector_errors_name_the_file(spectrum, checkpoint):
@@ -234,7 +242,7 @@ def test_density_is_normalized_and_spans_the_spectrum(checkpoint, dense, tmp_pat
 
     monkeypatch.setattr(plots, "_save", save)
     plots.plot_density(out, tmp_path / "density.png")
-    assert "broadening: PyHessian: Gaussian variance 1e-5 * max(1, span)" in titles[0]
+    assert "Gaussian broadening: PyHessian, std " in titles[0]
 
 
 def test_config_checks_eigenvector_directions():

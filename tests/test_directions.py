@@ -472,3 +472,87 @@ def test_mined_direction_runs_the_algorithm_on_the_fixed_batches(digits, algorit
     assert any(t.abs().sum() > 0 for t in mined.values())
     with pytest.raises(ValueError, match="kind 'mined': needs data"):
         make_direction(spec, model)
+
+
+def test_eigenvector_direction_is_scaled_to_the_parameter_norm(vgg):
+    """V8: a unit eigenvector is scaled to ||theta|| by default (the paper's Norm), every element
+    kept, so the direction is unchanged; raw keeps the unit vector; scale multiplies after."""
+    params = trainable(vgg)
+    flat = torch.randn(sum(p.numel() for p in params.values()), generator=torch.Generator())
+    flat = flat / flat.norm()
+    unit, start = {}, 0
+    for name, p in params.items():
+        unit[name] = flat[start : start + p.numel()].view(p.shape)
+        start += p.numel()
+    theta_norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in params.values()))
+    refs = {"eigenvector": unit}
+    scaled = make_direction({"kind": "eigenvector"}, vgg, references=refs)
+    for name in params:
+        torch.testing.assert_close(scaled[name], unit[name] * theta_norm, rtol=1e-5, atol=1e-7)
+    raw = make_direction({"kind": "eigenvector", "normalization": "raw"}, vgg, references=refs)
+    assert all(torch.equal(raw[n], unit[n]) for n in params)
+    tenth = make_direction({"kind": "eigenvector", "scale": 0.1}, vgg, references=refs)
+    for name in params:
+        torch.testing.assert_close(tenth[name], 0.1 * scaled[name])
+
+
+def test_fresh_initialization_is_epoch_0_of_a_run_with_that_seed(tmp_path):
+    from landscape.directions import fresh_initialization
+    from landscape.train import train_model
+
+    model = {"arch": "mlp", "hidden": [6]}
+    spec = {
+        "run": "r",
+        "dataset": {"source": "digits"},
+        "dataset_name": "digits",
+        "model": model,
+        "model_name": "tiny",
+        "train": {"epochs": 1, "seed": 3},
+    }
+    epoch0 = train_model(tmp_path / "e0.pt", spec, 0, device="cpu")
+    state = torch.get_rng_state()
+    fresh = fresh_initialization(epoch0["meta"], 3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
+    assert all(torch.equal(fresh[n], epoch0["model"][n]) for n in fresh)
+    other = fresh_initialization(epoch0["meta"], 4)
+    assert all(not torch.equal(other[n], fresh[n]) for n in fresh if fresh[n].dim() > 1)
+
+
+def test_mined_vvv_from_a_fresh_initialization_records_its_relative_norm(tmp_path):
+    """Algorithm 2 with phi_init: init starts phi at the init_seed initialization: eps = phi -
+    theta is of the order of ||theta||; the file holds ||eps|| / ||theta||, the seed and the
+    normalization applied."""
+    spec = {"arch": "mlp", "hidden": [6]}
+    torch.manual_seed(0)
+    model = build_model(spec, 10, (1, 8, 8))
+    save_checkpoint(tmp_path / "e0.pt", model, spec, 0)
+    mined = {"kind": "mined", "algorithm": "vvv", "epochs": 1, "batches": 1, "lr": 1e-6}
+    dataset = {"source": "digits"}
+    for start in ("theta", "init"):
+        out = tmp_path / f"{start}.h5"
+        write_direction(tmp_path / "e0.pt", out, {**mined, "phi_init": start}, dataset=dataset)
+    art = store.open(tmp_path / "init.h5")
+    eps = art.tensors("params")
+    params = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    eps_norm = math.sqrt(sum(float((v.astype("float64") ** 2).sum()) for v in eps.values()))
+    theta_norm = math.sqrt(sum(float((v.astype("float64") ** 2).sum()) for v in params.values()))
+    assert art.attrs["relative_norm"] == pytest.approx(eps_norm / theta_norm, rel=1e-6)
+    assert art.attrs["relative_norm"] > 0.5  # a start in another basin, not theta
+    assert (art.attrs["init_seed"], art.attrs["normalization"]) == (1, "raw")
+    torch.manual_seed(1)  # init_seed 1: the start is that seed's initialization (lr ~ 0)
+    start = build_model(spec, 10, (1, 8, 8))
+    for name, p in start.named_parameters():
+        expected = (p - dict(model.named_parameters())[name]).detach().numpy()
+        assert abs(eps[name] - expected).max() < 1e-4, name
+    at_theta = store.open(tmp_path / "theta.h5")
+    assert at_theta.attrs["relative_norm"] < 1e-4 and "init_seed" not in at_theta.attrs
+
+
+def test_phi_init_is_checked(vgg, digits):
+    vvv = {"kind": "mined", "algorithm": "vvv", "epochs": 1, "batch_size": 8}
+    with pytest.raises(ValueError, match="phi_init: unknown 'elsewhere'"):
+        make_direction({**vvv, "phi_init": "elsewhere"}, vgg, data=digits)
+    with pytest.raises(ValueError, match="phi_init: 'init' applies to algorithm 'vvv'"):
+        make_direction({**vvv, "algorithm": "wpeak", "phi_init": "init"}, vgg, data=digits)
+    with pytest.raises(ValueError, match=r"phi_init 'init': needs references\['phi_init'\]"):
+        make_direction({**vvv, "phi_init": "init"}, vgg, data=digits)

@@ -247,3 +247,118 @@ def test_curve_uses_and_records_the_fixed_bn_batches(digits, tmp_path):
     bn = fixed_bn_batches(load_data(dataset), spec)
     loss, _ = reference_point(model, direction, 1.0, digits.test.x, digits.test.y, bn)
     assert curve["test/loss"][2] == pytest.approx(loss, rel=1e-5)
+
+
+def _default_curve_bn_mode(kind_spec: dict, hessian_bn_mode: str) -> str:
+    """The BN mode the config gives, by default, to a curve along one direction."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from landscape.config import evaluation_spec
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "tests" / "configs" / "tiny.yaml").read_text())
+    config["hessian"] = {"bn_mode": hessian_bn_mode}
+    config["directions"]["d"] = kind_spec
+    config["curves"]["c"] = {"direction": "d"}
+    validate(config, str(repo / "schemas" / "config.schema.yaml"))
+    return evaluation_spec(config, "curves", "c")["bn_mode"]
+
+
+@pytest.mark.parametrize("hessian_bn_mode", ["eval", "train"])
+def test_default_curve_along_the_top_eigenvector_curves_by_its_eigenvalue(digits, hessian_bn_mode):
+    """d2/dt2 L(theta + t v) at 0, by finite differences of the evaluated curve, is lambda_max.
+
+    A smooth BN net (tanh) in float64 whose running statistics differ from the data's. The
+    Hessian with BN in eval mode is that of the curve with theta's statistics (keep, exact);
+    with batch statistics (train) it is close to the curve that re-estimates them (recompute)
+    on the same single batch: running_var is the unbiased variance, batch norm the biased one.
+    """
+    from landscape.data import TensorSplit
+    from landscape.hessian import HessianLinearOperator, lanczos
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 12),
+        torch.nn.BatchNorm1d(12),
+        torch.nn.Tanh(),
+        torch.nn.Linear(12, 10),
+    ).double()
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-0.5, 0.5)
+        model[2].running_var.uniform_(0.5, 2.0)
+    model.eval()
+    sample = digits.train.sample(256, 0)
+    split = TensorSplit(sample.x.double(), sample.y)
+    batches = list(split.batches(256))
+    op = HessianLinearOperator(model, batches, bn_mode=hessian_bn_mode, dtype=torch.float64)
+    pairs = lanczos(op, 1, which="LA")
+    top, v = float(pairs.eigenvalues[0]), op.unflatten(pairs.eigenvectors[:, 0])
+
+    def second_derivative(bn_mode: str) -> float:
+        h = 1e-3
+        out = evaluate_grid(
+            model,
+            [v],
+            h * np.arange(-2.0, 3.0)[:, None],
+            {"train": split},
+            bn_mode=bn_mode,
+            bn_batches=batches,
+            batch_size=256,
+            strategy="pointwise",
+        )
+        f = out["train"]["loss"]
+        return (-f[0] + 16 * f[1] - 30 * f[2] + 16 * f[3] - f[4]) / (12 * h * h)
+
+    default = _default_curve_bn_mode({"kind": "eigenvector"}, hessian_bn_mode)
+    other = {"keep": "recompute", "recompute": "keep"}[default]
+    rel = 1e-6 if hessian_bn_mode == "eval" else 1e-2
+    assert second_derivative(default) == pytest.approx(top, rel=rel)
+    assert abs(second_derivative(other) - top) > 0.5 * top  # measured: 0.12 and 0.14 of it
+
+
+def test_curve_and_surface_figures_say_how_bn_statistics_were_treated(tmp_path, monkeypatch):
+    from landscape import plots, store
+    from landscape.directions import write_direction
+    from landscape.evaluate import compute_curve, compute_surface_shard, merge_surface
+    from landscape.train import train_model
+
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: titles.append(fig._suptitle.get_text()))
+    dataset = {"source": "digits"}
+    base = {"lambda": {"min": -1.0, "max": 1.0, "num": 3}, "splits": ["test"]}
+    base |= {"bn_batches": 1, "batch_size": 256}
+    for arch in ({"arch": "vgg", "layers": [4, "M", 8]}, {"arch": "mlp", "hidden": [8]}):
+        run = {"run": arch["arch"], "dataset_name": "digits", "dataset": dataset}
+        run |= {"model_name": arch["arch"], "model": arch, "train": {"epochs": 1, "seed": 0}}
+        checkpoint, direction = tmp_path / f"{arch['arch']}.pt", tmp_path / "d.h5"
+        train_model(checkpoint, run, 0, device="cpu")
+        write_direction(checkpoint, direction, {"seed": 1}, device="cpu")
+        for bn_mode in ("keep", "recompute"):
+            out = tmp_path / f"{arch['arch']}_{bn_mode}.h5"
+            spec = {**base, "bn_mode": bn_mode}
+            compute_curve(checkpoint, direction, out, spec, dataset, "cpu")
+            assert store.open(out).attrs["batchnorm"] == (arch["arch"] == "vgg")
+            assert store.open(out).spec["bn_mode"] == bn_mode
+            plots.plot_curve(out, tmp_path / "c.png", title="t")
+    assert titles == [
+        "t\nBN: running statistics of theta (No UpBN)",
+        "t\nBN recomputed per point (UpBN)",
+        "t\nno BN layers",
+        "t\nno BN layers",
+    ]
+    spec = {"x": {"min": -1.0, "max": 1.0, "num": 2}, "y": {"min": -1.0, "max": 1.0, "num": 2}}
+    spec |= {**base, "bn_mode": "keep"}
+    checkpoint = tmp_path / "vgg.pt"
+    write_direction(checkpoint, tmp_path / "y.h5", {"seed": 2}, device="cpu")
+    directions = [tmp_path / "d_vgg.h5", tmp_path / "y.h5"]
+    write_direction(checkpoint, directions[0], {"seed": 1}, device="cpu")
+    shard = tmp_path / "s.h5"
+    compute_surface_shard(checkpoint, directions, shard, spec, dataset, "1-of-1", "cpu")
+    merge_surface([shard], tmp_path / "surface.h5", spec)
+    assert store.open(tmp_path / "surface.h5").attrs["batchnorm"]
+    plots.plot_surface(tmp_path / "surface.h5", tmp_path / "s.png", title="t")
+    assert titles[-1] == "t\nBN: running statistics of theta (No UpBN)"

@@ -523,3 +523,106 @@ def test_loss_change_at_lambda_1e_3_needs_float64(digits):
     blurred = blurred["actual"][:, 0]
     assert np.abs(blurred - predicted).max() > 0.3 * scale  # float32: visibly another distribution
     assert abs(blurred.mean() - predicted.mean()) > 0.2 * predicted.mean()
+
+
+# ------------------------------------------------------------------ default settings (V9, V10)
+
+
+def _default_direction(name):
+    """A direction block of the repository's default config.yaml (anchors and merges resolved)."""
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "config.yaml"
+    return dict(yaml.safe_load(path.read_text())["directions"][name])
+
+
+def _digits_mlp(digits, epochs):
+    """The default MLP (64-32-10) at its seed-0 initialization, trained ``epochs`` epochs with
+    the default run's optimizer (SGD, lr 0.1, momentum 0.9, weight decay 5e-4, batch 128)."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "mlp", "hidden": [32]}, 10, (1, 8, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for x, y in digits.train.batches(128, shuffle=True, generator=gen):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model.eval()
+
+
+def _line_loss(model, eps, lambdas, batches):
+    """Mean training loss at theta + lambda eps, by a plain loop over points and batches."""
+    out = []
+    for lam in lambdas:
+        moved = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in moved.named_parameters():
+                p.add_(float(lam) * eps[name])
+            total = sum(
+                float(torch.nn.functional.cross_entropy(moved(x), y, reduction="sum"))
+                for x, y in batches
+            )
+        out.append(total / sum(len(y) for _, y in batches))
+    return np.array(out)
+
+
+def _relative_norm(eps, model):
+    num = math.sqrt(sum(float(t.double().pow(2).sum()) for t in eps.values()))
+    den = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
+    return num / den
+
+
+def test_default_algorithm_1_moves_and_mines_a_w_peak_at_the_initialization(digits):
+    """config.yaml's mined_wpeak at the default MLP's initialization: ||eps|| is of the order of
+    ||theta|| (it was 0.1% with 40 steps), and the loss falls by far on both sides of theta."""
+    from landscape.directions import make_direction
+
+    spec = _default_direction("mined_wpeak")
+    model = _digits_mlp(digits, epochs=0)
+    eps = make_direction(spec, model, data=digits)
+    assert _relative_norm(eps, model) > 0.5
+    batches = list(digits.train.batches(512))
+    lam = np.linspace(-1, 1, 21)
+    y = _line_loss(model, eps, lam, batches)
+    assert y[10] == pytest.approx(math.log(10), abs=0.1)  # theta: chance level
+    assert y[:10].min() < 0.5 * y[10] and y[11:].min() < 0.5 * y[10]  # both sides fall
+
+
+def test_default_algorithm_2_from_a_fresh_initialization_finds_a_second_minimum(digits):
+    """config.yaml's mined_vvv (phi_init: init) on a trained MLP: phi ends in another basin, so
+    the curve theta + lambda (phi - theta) has two minima, near theta and near phi, with a
+    barrier between them; phi starting at theta (the old start) moves far less."""
+    from landscape.directions import fresh_initialization, make_direction
+
+    spec = _default_direction("mined_vvv")
+    assert spec["phi_init"] == "init"
+    model = _digits_mlp(digits, epochs=15)
+    meta = {
+        "spec": {"model": {"arch": "mlp", "hidden": [32]}, "model_name": "mlp"},
+        "num_classes": 10,
+        "input_shape": [1, 8, 8],
+    }
+    start = fresh_initialization(meta, spec["init_seed"])
+    eps = make_direction(spec, model, data=digits, references={"phi_init": start})
+    assert _relative_norm(eps, model) > 0.5
+    lam = np.linspace(-1, 2, 31)
+    y = _line_loss(model, eps, lam, list(digits.train.batches(512)))
+    inner = [i for i in range(1, len(y) - 1) if y[i] < y[i - 1] and y[i] < y[i + 1]]
+    assert len(inner) == 2, y
+    near_theta, near_phi = (lam[i] for i in inner)
+    assert -0.4 <= near_theta <= 0.3 and 0.7 <= near_phi <= 1.4
+    barrier = y[inner[0] : inner[1] + 1].max()
+    assert barrier > 1.5 * max(y[inner[0]], y[inner[1]])
+    at_theta = make_direction({**spec, "phi_init": "theta"}, model, data=digits)
+    assert _relative_norm(at_theta, model) < 0.2
+
+
+def test_mining_stops_with_a_clear_error_when_sgd_diverges():
+    model, batches, loss, *_ = make_problem([50.0] * 6 + [1.0] * 6)
+    with pytest.raises(FloatingPointError, match=r"mine_wpeak: .*lower lr \(now 100"):
+        mine_wpeak(model, batches, loss=loss, epochs=50, lr=100.0, dtype=F64)
+    with pytest.raises(FloatingPointError, match=r"mine_vvv: .*lower lr \(now 10"):
+        mine_vvv(model, batches, loss=loss, epochs=50, lr=10.0, dtype=F64)

@@ -73,7 +73,7 @@ def test_caching_reruns_only_what_changed(workdir):
     edit_config(workdir, lambda c: c["directions"]["gauss_filnorm"].update(seed=7))
     before = snapshot(workdir)
     snakemake(workdir)
-    expected = {"catalog.csv", "tables/curve_taxonomy.csv"}
+    expected = {"catalog.csv", "tables/curve_taxonomy.csv", "figures/tables/curve_taxonomy.png"}
     for run in ("mlp", "vgg_bn"):
         expected |= {
             f"digits/{run}/{run}/directions/epoch2/gauss_filnorm.h5",
@@ -92,6 +92,7 @@ def test_caching_reruns_only_what_changed(workdir):
     expected = {
         "catalog.csv",
         "tables/curve_taxonomy.csv",
+        "figures/tables/curve_taxonomy.png",
         "digits/mlp/mlp/checkpoints/epoch0.pt",
         "digits/mlp/mlp/checkpoints/epoch1.pt",
         "digits/mlp/mlp/checkpoints/epoch2.pt",

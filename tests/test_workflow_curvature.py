@@ -29,6 +29,9 @@ def test_every_second_order_artifact(workdir):
     for kind in ("spectrum", "density", "trace", "loss_change", "soa", "angles", "cosines"):
         assert kinds.get(kind) == 1, (kind, kinds)
     assert kinds["direction"] == 4 and kinds["curve"] == 2
+    for curve in ("ne1", "mined_wpeak"):  # bn_mode auto: the eval-mode loss's, No UpBN
+        art = store.open(results / BASE / f"curves/epoch2/{curve}.h5")
+        assert art.spec["bn_mode"] == "keep" and art.attrs["batchnorm"] is False
     logs = workdir / "logs"
     for rule, direction in (("mine_direction", "mined_vvv"), ("make_direction", "ne1")):
         assert (logs / rule / BASE / "epoch2" / f"{direction}.log").exists(), (rule, direction)
@@ -40,8 +43,14 @@ def test_every_second_order_artifact(workdir):
     assert trace.attrs["max_diagonal_difference"] < 1e-4
     loss_change = store.open(results / BASE / "hessian/epoch2/loss_change.h5")
     assert loss_change.attrs["trace"] == trace.attrs["trace"]
-    for figure in ("density", "cosines"):
-        assert (results / "figures/hessian" / BASE / f"epoch2/{figure}.png").stat().st_size > 1000
+    figures = [f"figures/hessian/{BASE}/epoch2/{name}.png" for name in ("density", "cosines")]
+    figures += [
+        f"figures/hessian/{BASE}/epoch2/loss_change.png",  # V13
+        f"figures/angles/{BASE}/epoch2.png",  # V5
+        "figures/tables/curve_taxonomy.png",  # VT
+    ]
+    for figure in figures:
+        assert (results / figure).stat().st_size > 10_000, figure
 
 
 def test_cosines_agree_with_the_spectrum(workdir):
@@ -71,6 +80,7 @@ def test_estimator_settings_rerun_only_their_readers(workdir):
         f"{BASE}/hessian/epoch2/trace.h5",
         f"{BASE}/hessian/epoch2/loss_change.h5",
         f"figures/hessian/{BASE}/epoch2/density.png",
+        f"figures/hessian/{BASE}/epoch2/loss_change.png",
     }
 
     edit_config(workdir, lambda c: c["cosines"].update(directions=["ne1"]))
