@@ -103,7 +103,7 @@ rule plot_soa:
         figure=report(
             SOA_FIGURE,
             caption="../report/soa.rst",
-            category="Second order",
+            category="V14",
             subcategory="{run}",
             labels={"run": "{run}", "epoch": "{epoch}", "soa": "{soa}"},
         ),
@@ -124,7 +124,7 @@ rule plot_cosines:
         figure=report(
             COSINES_FIGURE,
             caption="../report/cosines.rst",
-            category="Second order",
+            category="V9",
             subcategory="{run}",
             labels={"run": "{run}", "epoch": "{epoch}", "figure": "cosines"},
         ),

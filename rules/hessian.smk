@@ -82,7 +82,7 @@ rule plot_density:
         figure=report(
             DENSITY_FIGURE,
             caption="../report/density.rst",
-            category="Hessian",
+            category="V13",
             subcategory="{run}",
             labels={"run": "{run}", "epoch": "{epoch}"},
         ),
