@@ -22,6 +22,7 @@
 #   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/cosines.png  plot_cosines
 #   results/tables/curve_taxonomy.csv                                      write_curve_table
 #   results/figures/tables/curve_taxonomy.png                              plot_curve_table
+#   results/tables/claims.csv                                              write_claims
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 

@@ -37,6 +37,27 @@ rule plot_curve_table:
         "../scripts/plot_curve_table.py"
 
 
+rule write_claims:
+    input:
+        curves=instances("curves", CURVE),
+        surfaces=instances("surfaces", SURFACE),
+        soa=instances("soa", SOA),
+    output:
+        csv=report(
+            "results/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+    log:
+        "logs/write_claims.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/write_claims.py"
+
+
 rule write_catalog:
     input:
         histories=history_targets(),
@@ -55,7 +76,7 @@ rule write_catalog:
             if config["cosines"]["directions"]
             else []
         ),
-        tables=rules.write_curve_table.output.csv,
+        tables=[rules.write_curve_table.output.csv, rules.write_claims.output.csv],
         table_figures=rules.plot_curve_table.output.figure,
     output:
         csv="results/catalog.csv",

@@ -11,10 +11,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from workflow_utils import REPO, TINY, changed, completed_run, edit_config, snakemake, snapshot
 
 from landscape import store
+from landscape.claims import CLAIM_COLUMNS
 
 pytestmark = pytest.mark.workflow
 
@@ -60,6 +62,14 @@ def test_outputs_and_catalog(workdir):
     assert np.isfinite(surface["test/loss"]).all()
     assert not list(results.rglob("*.shards/*.h5")), "shards are temporary"
     assert (results / "catalog.csv").exists()
+    claims = pd.read_csv(results / "tables" / "claims.csv").set_index("claim")
+    assert claims.columns.tolist() == CLAIM_COLUMNS[1:]
+    gmi = claims.loc["Gaussian curves are v-basins (GMI)"]
+    taxonomy = pd.read_csv(results / "tables" / "curve_taxonomy.csv")
+    gauss = taxonomy[(taxonomy["curve"] == "gauss_filnorm") & (taxonomy["metric"] == "test/loss")]
+    assert gmi["value"] == pytest.approx((gauss["type"] == "v-basin").mean())
+    assert claims["holds"].isna().sum() == 5  # no descent, N.E., N.E. x N.E. or s.o.a. artifacts
+    assert claims["detail"].dropna().str.startswith("not measured").sum() == 5
 
 
 def test_caching_reruns_only_what_changed(workdir):
@@ -73,7 +83,12 @@ def test_caching_reruns_only_what_changed(workdir):
     edit_config(workdir, lambda c: c["directions"]["gauss_filnorm"].update(seed=7))
     before = snapshot(workdir)
     snakemake(workdir)
-    expected = {"catalog.csv", "tables/curve_taxonomy.csv", "figures/tables/curve_taxonomy.png"}
+    expected = {
+        "catalog.csv",
+        "tables/curve_taxonomy.csv",
+        "tables/claims.csv",
+        "figures/tables/curve_taxonomy.png",
+    }
     for run in ("mlp", "vgg_bn"):
         expected |= {
             f"digits/{run}/{run}/directions/epoch2/gauss_filnorm.h5",
@@ -92,6 +107,7 @@ def test_caching_reruns_only_what_changed(workdir):
     expected = {
         "catalog.csv",
         "tables/curve_taxonomy.csv",
+        "tables/claims.csv",
         "figures/tables/curve_taxonomy.png",
         "digits/mlp/mlp/checkpoints/epoch0.pt",
         "digits/mlp/mlp/checkpoints/epoch1.pt",

@@ -1,0 +1,17 @@
+"""The papers' claims checked on this run's curves, surfaces and s.o.a. files.
+
+Outputs:
+    csv: results/tables/claims.csv
+"""
+
+from landscape import logs
+from landscape.claims import write_claims
+
+if __name__ == "__main__":
+    logs.configure(snakemake.log[0])
+    write_claims(
+        snakemake.output.csv,
+        curves=snakemake.input.curves,
+        surfaces=snakemake.input.surfaces,
+        soas=snakemake.input.soa,
+    )
