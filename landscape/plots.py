@@ -28,7 +28,9 @@ def _save(fig: plt.Figure, out: str | Path) -> None:
 def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> None:
     """Loss (left) and error (right) of a 1D curve against lambda, train and test.
 
-    The dotted black line marks the loss of a random guess, log(C) for C classes.
+    The dotted black line marks the loss of a random guess, log(C) for C classes. A loss that
+    spans more than :data:`LOG_SPAN` (exploding no-skip ResNets, V3; a low barrier between two
+    minima next to steep walls, V10) is drawn on a log scale, said on the axis.
     """
     art = store.open(curve)
     lam = art["lambda"]
@@ -40,11 +42,27 @@ def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> 
     num_classes = art.attrs.get("num_classes")
     if num_classes:
         ax_loss.axhline(math.log(num_classes), color="k", ls=":", lw=1, label="log(C)")
-    ax_loss.set(xlabel="lambda", ylabel="loss")
+    log = loss_spans_decades(np.concatenate([art[f"{s}/loss"] for s in splits]))
+    ax_loss.set(xlabel="lambda", ylabel="loss (log scale)" if log else "loss")
+    if log:
+        ax_loss.set_yscale("log")
     ax_err.set(xlabel="lambda", ylabel="error", ylim=(-0.02, 1.02))
     ax_loss.legend(frameon=False)
     fig.suptitle(f"{title or Path(curve).stem}\n{bn_label(art)}", fontsize=10)
     _save(fig, out)
+
+
+LOG_SPAN = 100.0
+
+
+def loss_spans_decades(loss: np.ndarray) -> bool:
+    """Whether the finite positive losses span more than :data:`LOG_SPAN` (max / min).
+
+    >>> loss_spans_decades(np.array([0.01, 0.5, 2.0])), loss_spans_decades(np.array([0.1, 5.0]))
+    (True, False)
+    """
+    finite = loss[np.isfinite(loss) & (loss > 0)]
+    return bool(finite.size > 1 and finite.max() > LOG_SPAN * finite.min())
 
 
 def plot_surface(surface: str | Path, out: str | Path, title: str | None = None) -> None:

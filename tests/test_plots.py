@@ -209,3 +209,23 @@ def test_empty_curve_table_still_draws(tmp_path, figures):
     write_curve_table([], tmp_path / "t.csv")
     plots.plot_curve_table(tmp_path / "t.csv", "table.png")
     assert [t.get_text() for t in figures[0].axes[0].texts] == ["no curves"]
+
+
+@pytest.mark.parametrize("height, scale", [(1e4, "log"), (2.0, "linear")])
+def test_curve_loss_axis_is_logarithmic_only_when_the_loss_spans_decades(
+    tmp_path, figures, height, scale
+):
+    def loss(lam):
+        return 0.1 + height * lam**2
+
+    metrics = {
+        f"{s}/{m}": (loss if m == "loss" else lambda lam: np.abs(lam) / 2)
+        for s in ("train", "test")
+        for m in ("loss", "error")
+    }
+    write_curve(tmp_path / "c.h5", metrics)
+    plots.plot_curve(tmp_path / "c.h5", tmp_path / "c.png")
+    ax_loss = figures[0].axes[0]
+    assert ax_loss.get_yscale() == scale
+    assert ax_loss.get_ylabel() == ("loss (log scale)" if scale == "log" else "loss")
+    np.testing.assert_allclose(ax_loss.lines[0].get_ydata(), loss(np.linspace(-1, 1, 21)))
