@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -72,9 +71,8 @@ class Artifact:
 
 def _direction_spec(path: Path, run: str) -> dict:
     """A direction file's spec, a checkpoint direction's target epoch and run resolved."""
-    with h5py.File(path, "r") as f:
-        spec = json.loads(f.attrs["spec"])
-        inputs = json.loads(f.attrs["inputs"])
+    attrs = store.read_attrs(path)
+    spec, inputs = json.loads(attrs["spec"]), json.loads(attrs["inputs"])
     if "target" in inputs:
         match = _EPOCH_FILE.search(inputs["target"]["path"])
         spec["target_epoch"] = int(match.group(1)) if match else None

@@ -792,6 +792,25 @@ def _opaque(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The root attributes of an HDF5 artifact (``spec`` and ``inputs`` as JSON), no datasets.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ArtifactError: for a file that is not a readable HDF5 artifact; names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such artifact")
+    try:
+        attrs = _read_h5(path, with_data=False)[0]
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a readable HDF5 artifact ({exc})") from exc
+    if "kind" not in attrs:
+        raise ArtifactError(f"{path}: HDF5 file without the store's provenance")
+    return attrs
+
+
 def checkpoint_meta(path: str | os.PathLike) -> dict:
     """The ``meta`` dict of a checkpoint, read without torch and without reading its tensors.
 
@@ -899,12 +918,7 @@ def _row(path: Path, root: Path) -> dict[str, Any]:
         row["size_bytes"] = path.stat().st_size
         row["sha256"] = sha256_file(path)
         if path.suffix == ".h5":
-            try:
-                attrs = _read_h5(path, with_data=False)[0]
-            except (OSError, KeyError, RuntimeError, ValueError) as exc:
-                raise ArtifactError(f"{path}: not a readable HDF5 artifact ({exc})") from exc
-            if "kind" not in attrs:
-                raise ArtifactError(f"{path}: HDF5 file without the store's provenance")
+            attrs = read_attrs(path)
         else:
             meta = read_checkpoint(path).get("meta")
             if not isinstance(meta, Mapping):
