@@ -60,6 +60,7 @@ from torch.func import functional_call
 from landscape import store
 from landscape.config import transform_defaults
 from landscape.data import DataBundle, load_data
+from landscape.models import build_model
 from landscape.params import group_names, restrict
 from landscape.train import load_model, resolve_device
 
@@ -509,8 +510,6 @@ def fresh_initialization(meta: Mapping[str, Any], seed: int) -> Direction:
     :func:`landscape.train.train_model` builds epoch 0: the result is the epoch-0 checkpoint of a
     run of the same model with ``train.seed = seed``. The global random state is restored.
     """
-    from landscape.models import build_model  # directions stay importable without the zoo
-
     spec = meta["spec"]
     model_spec = {k: v for k, v in spec["model"].items() if k != "weights"}
     with torch.random.fork_rng(devices=[]):
