@@ -72,7 +72,7 @@ def check_references(config: Mapping[str, Any]) -> None:
         for name, block in config.get(family, {}).items():
             _check_block(config, family, name, block, keys)
             if "bn_mode" in block:
-                resolve_bn_mode(config, family, name)
+                resolve_bn_mode(config, family, name)  # raises for auto over mixed modes
     _check_hessian(config)
 
 
