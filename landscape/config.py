@@ -64,9 +64,15 @@ def check_references(config: Mapping[str, Any]) -> None:
                 f"runs.{name}.train.checkpoints: epochs {late} exceed "
                 f"runs.{name}.train.epochs = {train['epochs']}"
             )
+    for name in config["runs"]:
+        _check_init(config, name)
+    for name in config.get("datasets", {}):
+        _check_classes(config, name)
     for name, direction in config.get("directions", {}).items():
         if direction.get("kind") == "checkpoint":
             _check_target(config, name)
+        _check_closest_to(config, name)
+        _check_phi_run(config, name)
     families = (("curves", ("direction",)), ("surfaces", ("directions",)), ("soa", ("direction",)))
     for family, keys in families:
         for name, block in config.get(family, {}).items():
@@ -74,6 +80,86 @@ def check_references(config: Mapping[str, Any]) -> None:
             if "bn_mode" in block:
                 resolve_bn_mode(config, family, name)  # raises for auto over mixed modes
     _check_hessian(config)
+
+
+# Classes of the sources whose number of classes the config alone tells.
+SOURCE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "flowers102": 102}
+
+
+def _check_classes(config: Mapping[str, Any], name: str) -> None:
+    """A dataset's ``classes`` lie below its source's number of classes (where that is known)."""
+    block = config["datasets"][name]
+    count = SOURCE_CLASSES.get(block.get("source"))
+    outside = [c for c in block.get("classes") or () if count is not None and not 0 <= c < count]
+    if outside:
+        raise ConfigError(
+            f"datasets.{name}.classes: class {outside[0]} is outside [0, {count}) "
+            f"(source '{block['source']}' has {count} classes)"
+        )
+
+
+def init_source(config: Mapping[str, Any], run: str) -> tuple[str, int] | None:
+    """The run and epoch of the checkpoint that epoch 0 of ``run`` starts from, or None.
+
+    >>> config = {"runs": {"pre": {"train": {"epochs": 5}},
+    ...     "ft": {"train": {"epochs": 2, "init": {"run": "pre", "epoch": "final"}}}}}
+    >>> init_source(config, "ft"), init_source(config, "pre")
+    (('pre', 5), None)
+    """
+    init = config["runs"][run]["train"].get("init")
+    if init is None:
+        return None
+    source, epoch = init["run"], init.get("epoch", "final")
+    return source, final_epoch(config, source) if epoch == "final" else epoch
+
+
+def _check_init(config: Mapping[str, Any], name: str) -> None:
+    """``train.init`` names another run of the same architecture, a kept epoch, and no cycle."""
+    init = config["runs"][name]["train"].get("init")
+    if init is None:
+        return
+    key, source = f"runs.{name}.train.init", init["run"]
+    if source not in config["runs"]:
+        raise ConfigError(f"{key}.run: '{source}' is not a key of runs")
+    _check_init_chain(config, name)
+    if _architecture(config, name) != _architecture(config, source):
+        raise ConfigError(
+            f"{key}: run '{source}' (model '{config['runs'][source]['model']}') has another "
+            f"architecture than run '{name}' (model '{config['runs'][name]['model']}'); "
+            "fine-tuning starts from the same parameters"
+        )
+    classes = [
+        SOURCE_CLASSES.get(config["datasets"][config["runs"][run]["dataset"]]["source"])
+        for run in (source, name)
+    ]
+    if None not in classes and classes[0] != classes[1]:
+        raise ConfigError(
+            f"{key}: run '{source}' has {classes[0]} classes (model outputs) and run '{name}' "
+            f"{classes[1]}; fine-tuning keeps the head"
+        )
+    epoch = init.get("epoch", "final")
+    if epoch != "final" and epoch not in checkpoint_epochs(config["runs"][source]["train"]):
+        raise ConfigError(
+            f"{key}.epoch: run '{source}' has no checkpoint at epoch {epoch} "
+            f"(add it to runs.{source}.train.checkpoints)"
+        )
+
+
+def _check_init_chain(config: Mapping[str, Any], name: str) -> None:
+    """The runs that ``train.init`` leads through from ``name`` do not come back to it."""
+    chain = [name]
+    while (init := config["runs"][chain[-1]]["train"].get("init")) is not None:
+        source = init["run"]
+        if source not in config["runs"]:
+            return  # the check of the run naming it reports it
+        chain.append(source)
+        if source == name:
+            raise ConfigError(
+                f"runs.{name}.train.init.run: runs start from each other's checkpoints: "
+                f"{' -> '.join(chain)}"
+            )
+        if source in chain[:-1]:
+            return  # a cycle that does not pass here: its members' checks name it
 
 
 def _check_hessian(config: Mapping[str, Any]) -> None:
@@ -274,6 +360,8 @@ _SPLIT_SIZES = {
 def split_sizes(dataset: Mapping[str, Any]) -> dict[str, int | None]:
     """Samples in the train and test splits of a dataset block; None where only the data knows.
 
+    With ``classes`` the sizes are those of every class: an upper bound (for the cost check).
+
     >>> split_sizes({"source": "digits"}), split_sizes({"source": "cifar10", "max_test": 500})
     ({'train': 1347, 'test': 450}, {'train': 50000, 'test': 500})
     """
@@ -437,6 +525,81 @@ def _check_target(config: Mapping[str, Any], name: str) -> None:
             )
 
 
+def _check_closest_to(config: Mapping[str, Any], name: str) -> None:
+    """``closest_to`` names another noise-comparable direction, without a cycle; ``match`` has
+    a ``closest_to`` whose norm it takes."""
+    key = f"directions.{name}"
+    directions = config["directions"]
+    block = directions[name]
+    if "closest_to" not in block:
+        if block.get("normalization") == "match":
+            raise ConfigError(
+                f"{key}.normalization: match needs closest_to (the direction whose norm it takes)"
+            )
+        return
+    kind = block.get("kind", "noise")
+    if kind != "noise":
+        raise ConfigError(f"{key}.closest_to: applies to kind noise only, not {kind!r}")
+    chain = [name]
+    while "closest_to" in directions[chain[-1]]:
+        ref = directions[chain[-1]]["closest_to"]["direction"]
+        if ref not in directions:
+            if len(chain) == 1:
+                raise ConfigError(f"{key}.closest_to.direction: '{ref}' is not a key of directions")
+            return  # that direction's own check names it
+        if ref == name and len(chain) == 1:
+            raise ConfigError(f"{key}.closest_to.direction: '{ref}' is the direction itself")
+        if ref == name:
+            cycle = " -> ".join([*chain, ref])
+            raise ConfigError(f"{key}.closest_to.direction: '{chain[1]}' leads back: {cycle}")
+        if ref in chain:
+            return  # a cycle that does not pass here: its members' checks name it
+        chain.append(ref)
+
+
+def _check_phi_run(config: Mapping[str, Any], name: str) -> None:
+    """``phi_init: run`` names an existing run of the same model, and an epoch it has."""
+    block = config["directions"][name]
+    if not _starts_at_run(block):
+        return
+    key = f"directions.{name}"
+    other = block.get("phi_run")
+    if other is None:
+        raise ConfigError(
+            f"{key}.phi_run: required with phi_init: run (the run whose checkpoint phi starts at)"
+        )
+    if other not in config["runs"]:
+        raise ConfigError(f"{key}.phi_run: '{other}' is not a key of runs")
+    for run in direction_runs(config, name):
+        if _architecture(config, run) != _architecture(config, other):
+            raise ConfigError(
+                f"{key}.phi_run: run '{other}' (model '{config['runs'][other]['model']}') has "
+                f"another architecture than run '{run}' (model '{config['runs'][run]['model']}') "
+                "that the direction is made for; phi starts at a point of the same parameters"
+            )
+    epoch = block.get("phi_epoch", "final")
+    if epoch != "final" and epoch not in checkpoint_epochs(config["runs"][other]["train"]):
+        raise ConfigError(
+            f"{key}.phi_epoch: run '{other}' has no checkpoint at epoch {epoch} "
+            f"(add it to runs.{other}.train.checkpoints)"
+        )
+
+
+def _starts_at_run(block: Mapping[str, Any]) -> bool:
+    """Whether a direction block is Algorithm 2 started at another run (``phi_init: run``)."""
+    return (
+        block.get("kind") == "mined"
+        and block.get("algorithm", "wpeak") == "vvv"
+        and block.get("phi_init", "theta") == "run"
+    )
+
+
+def _architecture(config: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """A run's model block without its pretrained ``weights`` (which only initialize it)."""
+    model = config["models"][config["runs"][run]["model"]]
+    return {k: v for k, v in model.items() if k != "weights"}
+
+
 def direction_runs(config: Mapping[str, Any], name: str) -> list[str]:
     """The runs a direction is made for: those of every block that reads it, in config order.
 
@@ -535,9 +698,15 @@ def soa_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def direction_references(
-    config: Mapping[str, Any], direction: str, run: str
+    config: Mapping[str, Any], direction: str, run: str, epoch: int | None = None
 ) -> dict[str, tuple[str, int]]:
-    """Other checkpoints a direction of ``run`` is derived from: ``{role: (run, epoch)}``.
+    """Other checkpoints a direction of ``run`` at ``epoch`` is derived from:
+    ``{role: (run, epoch)}``.
+
+    ``phi_init: run`` (Algorithm 2) starts at ``phi_run``'s checkpoint ``phi_epoch``; without
+    ``phi_epoch`` at ``epoch`` (theta's) if ``phi_run`` has a checkpoint there, else at its last
+    (also for ``epoch`` None). A direction that ``closest_to`` names is no checkpoint: see
+    ``get_direction_closest`` in ``rules/common.smk``.
 
     >>> cfg = {"runs": {"a": {"train": {"epochs": 5}}}, "directions": {
     ...     "init": {"kind": "special", "of": "theta_0"},
@@ -551,9 +720,25 @@ def direction_references(
     if spec.get("kind") == "checkpoint":
         target = spec.get("target", {})
         other = target.get("run") or run
-        epoch = target.get("epoch", "final")
-        return {"target": (other, final_epoch(config, other) if epoch == "final" else epoch)}
+        target_epoch = target.get("epoch", "final")
+        final = final_epoch(config, other)
+        return {"target": (other, final if target_epoch == "final" else target_epoch)}
+    if _starts_at_run(spec):
+        other = spec["phi_run"]
+        return {"phi_init": (other, phi_epoch(config, spec, other, epoch))}
     return {}
+
+
+def phi_epoch(
+    config: Mapping[str, Any], spec: Mapping[str, Any], other: str, epoch: int | None
+) -> int:
+    """The epoch of ``other``'s checkpoint where ``phi_init: run`` starts (see
+    :func:`direction_references`)."""
+    start = spec.get("phi_epoch")
+    if start is None:
+        have = checkpoint_epochs(config["runs"][other]["train"])
+        start = epoch if epoch in have else "final"
+    return final_epoch(config, other) if start == "final" else start
 
 
 def run_wildcards(config: Mapping[str, Any], run: str) -> dict[str, str]:
@@ -567,6 +752,8 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
 
     ``subset_seed`` is left out of the dataset unless ``max_train`` or ``max_test`` draws a
     subset with it: training reads every sample otherwise, so changing it retrains nothing.
+    A fine-tuning run's ``train.init`` holds the epoch it starts from (``final`` resolved) and
+    the run spec of the run it starts from, so changing that run retrains this one.
 
     >>> config = {"runs": {"r": {"dataset": "d", "model": "m", "train": {"epochs": 2}}},
     ...     "datasets": {"d": {"source": "digits", "subset_seed": 3}}, "models": {"m": {}}}
@@ -575,6 +762,9 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     """
     spec = config["runs"][run]
     train = {k: v for k, v in spec["train"].items() if k != "checkpoints"}
+    source = init_source(config, run)
+    if source is not None:
+        train["init"] = {"run": source[0], "epoch": source[1], "spec": run_spec(config, source[0])}
     dataset = dict(config["datasets"][spec["dataset"]])
     if dataset.get("max_train") is None and dataset.get("max_test") is None:
         dataset.pop("subset_seed", None)
@@ -590,14 +780,14 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
 
 # Keys of a direction block that matter for each kind (besides the transforms in _TRANSFORM_KEYS).
 _KIND_KEYS = {
-    "noise": ("distribution", "seed"),
+    "noise": ("distribution", "seed", "closest_to"),
     "special": ("of", "seed"),
     "gradient": ("batches", "batch_size"),
     "checkpoint": ("target",),
     "eigenvector": ("which", "index"),
     "mined": (
         "algorithm", "epochs", "lr", "alpha", "gamma", "seed", "batches", "batch_size",
-        "phi_init", "init_seed",
+        "phi_init", "init_seed", "phi_run", "phi_epoch",
     ),
 }
 _TRANSFORM_KEYS = ("kind", "sign", "sign_ratio", "normalization", "bias_bn", "group", "scale")
@@ -606,8 +796,10 @@ _TRANSFORM_KEYS = ("kind", "sign", "sign_ratio", "normalization", "bias_bn", "gr
 def direction_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """What a direction depends on: its kind's keys and the transforms, nothing else.
 
-    A key that another kind (or another mining algorithm) reads does not change a direction's
-    spec; the kind's default normalization and ``bias_bn`` are filled in.
+    A key that another kind (or another mining algorithm, or another ``phi_init``) reads does
+    not change a direction's spec; the kind's default normalization and ``bias_bn`` are filled
+    in. ``closest_to`` holds the spec of the direction it names as ``reference``, so that a
+    change of the reference reruns it.
 
     >>> direction_spec({"directions": {"d": {"kind": "checkpoint", "target": {"epoch": 0},
     ...     "seed": 3, "index": 1, "sign": "none"}}}, "d")  # doctest: +NORMALIZE_WHITESPACE
@@ -622,11 +814,20 @@ def direction_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     keys = set(_TRANSFORM_KEYS) | set(_KIND_KEYS.get(kind, ()))
     if block.get("sign") == "consistent":
         keys.add("seed")
-    if kind == "mined" and block.get("algorithm", "wpeak") != "vvv":
-        keys -= {"phi_init", "init_seed"}  # Algorithm 2's start
-    elif block.get("phi_init", "theta") != "init":
+    start = block.get("phi_init", "theta") if block.get("algorithm", "wpeak") == "vvv" else None
+    if start is None:
+        keys -= {"phi_init"}  # Algorithm 2's start
+    if start != "init":
         keys.discard("init_seed")
+    if start != "run":
+        keys -= {"phi_run", "phi_epoch"}
     spec = {k: v for k, v in block.items() if k in keys}
+    if "closest_to" in spec:
+        reference = spec["closest_to"]["direction"]
+        spec["closest_to"] = {
+            **spec["closest_to"],
+            "reference": direction_spec(config, reference),
+        }
     normalization, bias_bn = transform_defaults(kind)
     spec.setdefault("normalization", normalization)
     spec.setdefault("bias_bn", bias_bn)
@@ -648,12 +849,15 @@ def transform_defaults(kind: str) -> tuple[str, str]:
 
 
 def evaluation_spec(config: Mapping[str, Any], family: str, name: str) -> dict[str, Any]:
-    """What a curve's or surface's values depend on: its block without run and epoch selection.
+    """What a curve's or surface's values depend on: its block without run and epoch selection
+    (and without ``plot``, which draws no value).
 
     ``bn_mode: auto`` is replaced by the mode it resolves to (:func:`resolve_bn_mode`), so a
     curve that took the old default ``recompute`` keeps its spec and is not rerun.
     """
-    spec = {k: v for k, v in config[family][name].items() if k not in ("runs", "epochs")}
+    spec = {
+        k: v for k, v in config[family][name].items() if k not in ("runs", "epochs", "plot")
+    }
     if "bn_mode" in spec:
         spec["bn_mode"] = resolve_bn_mode(config, family, name)
     return spec

@@ -28,7 +28,6 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-import torch
 
 CURVE_TYPES: tuple[str, ...] = ("v-basin", "v-side", "w-basin", "w-peak", "vvv-basin", "other")
 
@@ -304,9 +303,9 @@ def asymmetry(lam: Any, y: Any) -> dict[str, float]:
 
 def _signs(x: Any) -> np.ndarray:
     """``sign(x)`` as a flat numpy array; torch tensors are detached and moved to the CPU."""
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor, read without importing torch
         t = x.detach().cpu()
-        return torch.sign(t.double() if t.is_floating_point() else t).reshape(-1).numpy()
+        return np.sign((t.double() if t.is_floating_point() else t).numpy()).reshape(-1)
     return np.sign(np.asarray(x)).reshape(-1)
 
 

@@ -9,6 +9,10 @@ through a :class:`torch.utils.data.DataLoader` (:class:`DatasetSplit`).
 Nothing is ever downloaded: paper-scale sources read a local folder ``root``
 laid out as torchvision's datasets expect it.
 
+A dataset's ``classes`` keep only the samples of those classes, in both splits, before any
+subset is drawn; labels keep their values and ``num_classes`` stays that of the source, so a
+model trained on some classes has the head of one trained on all (pre-train, then fine-tune).
+
 Every fixed subset (``max_train``/``max_test``, BN-recompute batches, the Hessian evaluation
 set, gradient and mining batches) is :meth:`Split.sample`: a seeded, class-proportional draw
 (:func:`stratified_indices`) in a seeded order, never the head of a split, which image folders
@@ -402,9 +406,47 @@ def _subset_seed(spec: Mapping[str, Any], key: str) -> int:
     return _int(spec, "subset_seed", key, 0, 0)
 
 
-def _kept(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray | None:
-    """Positions that ``max_train``/``max_test`` keep (:func:`stratified_indices`); None: all."""
-    return None if limit is None else stratified_indices(labels, limit, seed)
+def _classes(spec: Mapping[str, Any], key: str, num_classes: int) -> np.ndarray | None:
+    """Return the ``classes`` to keep as a sorted int64 array, or None (every class).
+
+    Raises:
+        DatasetError: not a list of distinct integers in ``[0, num_classes)``; names the key.
+    """
+    value = spec.get("classes")
+    if value is None:
+        return None
+    where = f"{key}.classes"
+    if not isinstance(value, list | tuple):
+        raise DatasetError(f"{where}: must be a list of class labels or null, got {value!r}")
+    if not value:
+        raise DatasetError(f"{where}: must list at least one class (null keeps every class)")
+    for label in value:
+        if isinstance(label, bool) or not isinstance(label, int | np.integer):
+            raise DatasetError(f"{where}: {label!r} is not an integer class label")
+        if not 0 <= label < num_classes:
+            raise DatasetError(
+                f"{where}: class {label} is outside [0, {num_classes}) (the source's labels)"
+            )
+    twice = sorted({int(c) for c in value if list(value).count(c) > 1})
+    if twice:
+        raise DatasetError(f"{where}: classes {twice} are listed twice")
+    return np.array(sorted(int(c) for c in value), dtype=np.int64)
+
+
+def _kept(
+    labels: np.ndarray, classes: np.ndarray | None, limit: int | None, seed: int
+) -> np.ndarray | None:
+    """Positions kept by ``classes``, then ``max_train``/``max_test``; None keeps all.
+
+    The samples of ``classes`` stay in stored order; the limit then draws its fixed
+    class-proportional sample (:func:`stratified_indices`) from them.
+    """
+    if classes is None and limit is None:
+        return None
+    keep = np.arange(labels.size) if classes is None else np.flatnonzero(np.isin(labels, classes))
+    if limit is not None:
+        keep = keep[stratified_indices(labels[keep], limit, seed)]
+    return keep.astype(np.int64)
 
 
 def _normalize_uint8(images: np.ndarray, stats: tuple[Sequence[float], Sequence[float]]) -> Tensor:
@@ -419,12 +461,13 @@ def _tensor_split(
     images: np.ndarray,
     labels: np.ndarray,
     stats: tuple[Sequence[float], Sequence[float]],
+    classes: np.ndarray | None,
     limit: int | None,
     seed: int,
     device: torch.device | str,
 ) -> TensorSplit:
-    """Build a normalized TensorSplit from uint8 images, keeping a fixed sample of ``limit``."""
-    keep = _kept(labels, limit, seed)
+    """Build a normalized TensorSplit from uint8 images of ``classes`` (:func:`_kept`)."""
+    keep = _kept(labels, classes, limit, seed)
     if keep is not None:
         images, labels = images[keep], labels[keep]
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -435,7 +478,11 @@ def _tensor_split(
 
 
 def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) -> DataBundle:
-    """Load scikit-learn's 8x8 digits with a fixed stratified split, standardized on train."""
+    """Load scikit-learn's 8x8 digits with a fixed stratified split, standardized on train.
+
+    The mean and standard deviation are those of the whole training split, whatever ``classes``
+    and ``max_train`` keep: the inputs of a run on some classes are those of a run on all.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -451,6 +498,7 @@ def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) 
     seed = _int(spec, "split_seed", key, 0, 0)
     max_train, max_test = _limits(spec, key)
     subset_seed = _subset_seed(spec, key)
+    classes = _classes(spec, key, 10)
 
     digits = load_digits()
     images = digits.images.astype(np.float64) / 16.0
@@ -463,7 +511,7 @@ def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) 
     images = ((images - mean) / std).astype(np.float32)[:, None, :, :]
 
     def split(idx: np.ndarray, limit: int | None) -> TensorSplit:
-        keep = _kept(labels[idx], limit, subset_seed)
+        keep = _kept(labels[idx], classes, limit, subset_seed)
         idx = idx if keep is None else idx[keep]
         x = torch.from_numpy(np.ascontiguousarray(images[idx]))
         return TensorSplit(x, torch.from_numpy(labels[idx]), device)
@@ -521,11 +569,12 @@ def _load_cifar(
     root = _root(spec, key, source, expected)
     max_train, max_test = _limits(spec, key)
     seed = _subset_seed(spec, key)
+    kept_classes = _classes(spec, key, classes)
     folder = root / sub
     x_train, y_train = _read_pickles([folder / n for n in train_names], key, label_key)
     x_test, y_test = _read_pickle(folder / test_name, key, label_key)
-    train = _tensor_split(x_train, y_train, stats, max_train, seed, device)
-    test = _tensor_split(x_test, y_test, stats, max_test, seed, device)
+    train = _tensor_split(x_train, y_train, stats, kept_classes, max_train, seed, device)
+    test = _tensor_split(x_test, y_test, stats, kept_classes, max_test, seed, device)
     return DataBundle(source, train, test, classes, (3, 32, 32))
 
 
@@ -560,10 +609,11 @@ def _load_svhn(spec: Mapping[str, Any], device: torch.device | str, key: str) ->
     root = _root(spec, key, "svhn", "train_32x32.mat and test_32x32.mat")
     max_train, max_test = _limits(spec, key)
     seed = _subset_seed(spec, key)
+    classes = _classes(spec, key, 10)
     x_train, y_train = _read_svhn(root / "train_32x32.mat", key)
     x_test, y_test = _read_svhn(root / "test_32x32.mat", key)
-    train = _tensor_split(x_train, y_train, _SVHN_STATS, max_train, seed, device)
-    test = _tensor_split(x_test, y_test, _SVHN_STATS, max_test, seed, device)
+    train = _tensor_split(x_train, y_train, _SVHN_STATS, classes, max_train, seed, device)
+    test = _tensor_split(x_test, y_test, _SVHN_STATS, classes, max_test, seed, device)
     return DataBundle("svhn", train, test, 10, (3, 32, 32))
 
 
@@ -618,9 +668,11 @@ def _image_options(spec: Mapping[str, Any], key: str) -> tuple[int, bool, int]:
     return image_size, augment, num_workers
 
 
-def _limited(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
-    """Keep a fixed sample of ``limit`` samples of a dataset (all, in stored order, if ``None``)."""
-    keep = _kept(_dataset_labels(dataset), limit, seed)
+def _limited(
+    dataset: Dataset, classes: np.ndarray | None, limit: int | None, seed: int
+) -> Dataset:
+    """Keep the samples of ``classes`` then a fixed sample of ``limit`` (:func:`_kept`)."""
+    keep = _kept(_dataset_labels(dataset), classes, limit, seed)
     return dataset if keep is None else Subset(dataset, keep.tolist())
 
 
@@ -654,6 +706,7 @@ def _load_flowers(spec: Mapping[str, Any], device: torch.device | str, key: str)
     root = _root(spec, key, "flowers102", "jpg/image_*.jpg, imagelabels.mat and setid.mat")
     max_train, max_test = _limits(spec, key)
     seed = _subset_seed(spec, key)
+    classes = _classes(spec, key, _FLOWERS_CLASSES)
     image_size, augment, num_workers = _image_options(spec, key)
     with_val = _bool(spec, "train_with_val", key, False)
     labels = _mat_ids(root / "imagelabels.mat", "labels", key)
@@ -669,8 +722,8 @@ def _load_flowers(spec: Mapping[str, Any], device: torch.device | str, key: str)
     test = _flowers_split(root, test_ids, labels, key, test_tf)
     return DataBundle(
         "flowers102",
-        DatasetSplit(_limited(train, max_train, seed), device, num_workers),
-        DatasetSplit(_limited(test, max_test, seed), device, num_workers),
+        DatasetSplit(_limited(train, classes, max_train, seed), device, num_workers),
+        DatasetSplit(_limited(test, classes, max_test, seed), device, num_workers),
         _FLOWERS_CLASSES,
         (3, image_size, image_size),
     )
@@ -723,10 +776,11 @@ def _load_imagefolder(spec: Mapping[str, Any], device: torch.device | str, key: 
             f"{key}.root: class folders of {str(train_dir)!r} and {str(test_dir)!r} differ "
             f"(only in train: {only_train[:5]}, only in test: {only_test[:5]})"
         )
+    classes = _classes(spec, key, len(train.classes))
     return DataBundle(
         root.name or "imagefolder",
-        DatasetSplit(_limited(train, max_train, seed), device, num_workers),
-        DatasetSplit(_limited(test, max_test, seed), device, num_workers),
+        DatasetSplit(_limited(train, classes, max_train, seed), device, num_workers),
+        DatasetSplit(_limited(test, classes, max_test, seed), device, num_workers),
         len(train.classes),
         (3, image_size, image_size),
     )
@@ -747,7 +801,8 @@ def load_data(
 
     Returns:
         The train and test splits with ``num_classes``, ``input_shape`` ``(C, H, W)`` and the
-        ``subset_seed`` of the fixed subsets (``max_train``/``max_test`` already applied).
+        ``subset_seed`` of the fixed subsets (``classes``, then ``max_train``/``max_test``,
+        already applied; ``num_classes`` is the source's, whatever ``classes`` keeps).
 
     Raises:
         DatasetError: The spec is invalid or the files under ``root`` are missing or malformed.
@@ -769,4 +824,10 @@ def load_data(
         bundle = _load_flowers(spec, device, key)
     else:
         bundle = _load_imagefolder(spec, device, key)
+    if spec.get("classes") is not None:
+        for split, data in (("train", bundle.train), ("test", bundle.test)):
+            if len(data) == 0:
+                raise DatasetError(
+                    f"{key}.classes: no {split} samples of classes {list(spec['classes'])}"
+                )
     return replace(bundle, subset_seed=seed)

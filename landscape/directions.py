@@ -8,7 +8,9 @@ group restriction -> scale.
 Base vectors (``kind``):
 
 - ``noise``: element-wise noise of one of :data:`NOISE`, drawn on the CPU from a seeded generator,
-  one parameter after the other, so a direction is the same on every device.
+  one parameter after the other, so a direction is the same on every device. With
+  ``closest_to``, the most overlapping of ``candidates`` such draws with another direction of
+  the checkpoint (V6, Fig. 6); see :func:`closest_noise`.
 - ``special`` (Asymmetric Valley paper, A3): ``theta_0`` (the run's initialization), ``theta_f``
   (the parameters themselves), ``sign(theta_f)``, ``sign(theta_f - mu)`` (``mu`` the mean of each
   parameter tensor) and ``sgp`` of the last two; see :func:`special`.
@@ -17,7 +19,8 @@ Base vectors (``kind``):
 - ``checkpoint``: ``theta_target - theta`` towards another checkpoint (V4, V7); see :func:`towards`.
 - ``mined``: a direction mined by the paper's Algorithm 1 (``algorithm: wpeak``, a w-peak
   direction, V9) or Algorithm 2 (``vvv``, a vvv-basin direction, V10) over fixed training
-  batches (:func:`gradient_batches`); see :mod:`landscape.mining`.
+  batches (:func:`gradient_batches`); see :mod:`landscape.mining`. Algorithm 2 starts ``phi`` at
+  ``theta``, a fresh initialization or another run's checkpoint (:func:`phi_init`).
 - ``eigenvector``: a Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
   paper's P.E.; ``SA`` most negative, N.E.; ``index`` from 1), read from the spectrum file that
   :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`. The file
@@ -36,6 +39,8 @@ Normalizations (Li et al. 2018; Li et al., "Visualizing, Rethinking, and Mining"
 - ``norm``: ``eps <- ||theta|| eps / ||eps||`` over the whole vector ("Norm", "Norm-Scaled").
 - ``layer``: the same per parameter tensor ("LayNorm").
 - ``filter``: the same per output filter, i.e. per slice along dim 0 ("FilNorm", "Filter-NS").
+- ``match`` (with ``closest_to`` only): ``eps <- ||ref|| eps / ||eps||``, the norm of the
+  ``closest_to`` reference (Fig. 6 scales its Gaussian to the negative gradient's norm).
 
 One-dimensional tensors (biases, BN weights and biases) follow ``bias_bn``: ``zero`` leaves them
 unperturbed (Li et al. 2018's ``ignore='biasbn'``), ``normalize`` scales each such tensor as a
@@ -48,7 +53,8 @@ The group restriction (A4) zeroes the direction outside one group of
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+import statistics
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +103,7 @@ NORMALIZATIONS = ("raw", "norm", "layer", "filter")
 BIAS_BN = ("zero", "normalize", "raw")
 KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector", "mined")
 ALGORITHMS = ("wpeak", "vvv")
-PHI_INITS = ("theta", "init")
+PHI_INITS = ("theta", "init", "run")
 SPECIALS = (
     "theta_0",
     "theta_f",
@@ -120,13 +126,97 @@ def noise(params: Mapping[str, Tensor], distribution: str, seed: int) -> Directi
     Raises:
         ValueError: for an unknown distribution.
     """
+    return next(noise_stream(params, distribution, seed))
+
+
+def noise_stream(
+    params: Mapping[str, Tensor], distribution: str, seed: int
+) -> Iterator[Direction]:
+    """Endless noise directions drawn one after the other from one CPU generator seeded with
+    ``seed``: the first is :func:`noise` of that seed, each later one a fresh draw.
+
+    Raises:
+        ValueError: for an unknown distribution.
+    """
     if distribution not in NOISE:
         raise ValueError(f"distribution: unknown {distribution!r}; one of {sorted(NOISE)}")
     g = torch.Generator().manual_seed(seed)
     sample = NOISE[distribution]
-    return {
-        n: sample(tuple(p.shape), g).to(device=p.device, dtype=p.dtype) for n, p in params.items()
+    while True:
+        yield {
+            n: sample(tuple(p.shape), g).to(device=p.device, dtype=p.dtype)
+            for n, p in params.items()
+        }
+
+
+def cosine(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    """Cosine of the angle between two parameter-space vectors (same names), in float64; NaN if
+    either is zero."""
+    dot = sum(float((a[n].double() * b[n].double().to(a[n].device)).sum()) for n in a)
+    norms = global_norm(a) * global_norm(b)
+    return dot / norms if norms > 0 else math.nan
+
+
+def angle_degrees(cos: float) -> float:
+    """The angle of a cosine, in degrees (the cosine clamped to [-1, 1] against rounding)."""
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+
+def closest_noise(
+    params: Mapping[str, Tensor],
+    distribution: str,
+    seed: int,
+    reference: Mapping[str, Tensor],
+    candidates: int = 100,
+) -> tuple[Direction, dict[str, Any]]:
+    """The most overlapping of ``candidates`` noise directions with a reference (V6, Fig. 6).
+
+    The candidates are the first ``candidates`` draws of :func:`noise_stream` (candidate 0 is
+    :func:`noise` of ``seed``), compared as drawn, before any transform, by their cosine with
+    ``reference`` over all trainable parameters; the largest cosine (the smallest angle) wins,
+    the first one on a tie. Candidates are drawn one at a time, so memory holds two of them.
+
+    Args:
+        params: The parameters (names, shapes, dtypes, devices of the draws).
+        distribution: One of :data:`NOISE`.
+        seed: Seed of the stream.
+        reference: The direction to overlap with (same names and shapes).
+        candidates: How many draws to compare (>= 1).
+
+    Returns:
+        The chosen draw and ``{"closest_index", "closest_angle", "candidate_angle_min",
+        "candidate_angle_median"}`` (angles in degrees to the reference).
+
+    Raises:
+        ValueError: for fewer than one candidate, a zero reference, or a reference of other
+            names or shapes.
+    """
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"closest_to.candidates: expected an integer >= 1, got {candidates!r}")
+    ref = _aligned(reference, params, "closest_to: the reference direction")
+    if global_norm(ref) == 0:
+        raise ValueError("closest_to: the reference direction is zero (no angle to it)")
+    best, best_cos, cosines = None, -math.inf, []
+    stream = noise_stream(params, distribution, seed)
+    for _ in range(candidates):
+        draw = next(stream)
+        cosines.append(cosine(draw, ref))
+        if cosines[-1] > best_cos:
+            best, best_cos = draw, cosines[-1]
+    angles = [angle_degrees(c) for c in cosines]
+    record = {
+        "closest_index": cosines.index(best_cos),
+        "closest_angle": angle_degrees(best_cos),
+        "candidate_angle_min": min(angles),
+        "candidate_angle_median": statistics.median(angles),
     }
+    return best, record
+
+
+def match_norm(direction: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> Direction:
+    """``direction`` scaled as a whole to the norm of ``reference`` (normalization ``match``)."""
+    scale = global_norm(reference) / (global_norm(direction) + _TINY)
+    return {n: d * scale for n, d in direction.items()}
 
 
 def _rescale(d: Tensor, w: Tensor, dims: tuple[int, ...] | None) -> Tensor:
@@ -433,7 +523,11 @@ def required_references(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         ``{"theta_0": {"run": None, "epoch": 0}}`` (the same run's initialization) for
         ``kind: special, of: theta_0``; ``{"target": {"run": ..., "epoch": ...}}`` (``run`` None
         for the same run, ``epoch`` "final" or an integer; defaults filled in) for
-        ``kind: checkpoint``; ``{}`` otherwise.
+        ``kind: checkpoint``; ``{"phi_init": {"run": phi_run, "epoch": phi_epoch}}`` for
+        ``kind: mined`` with ``phi_init: run`` (``epoch`` None without ``phi_epoch``: the
+        workflow takes theta's epoch if that run has it, else its last,
+        :func:`landscape.config.direction_references`); ``{}`` otherwise. A direction file that
+        ``closest_to`` names is not a checkpoint and not listed here.
 
     >>> required_references({"kind": "checkpoint", "target": {"epoch": 3}})
     {'target': {'run': None, 'epoch': 3}}
@@ -444,6 +538,8 @@ def required_references(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if kind == "checkpoint":
         target = spec.get("target") or {}
         return {"target": {"run": target.get("run"), "epoch": target.get("epoch", "final")}}
+    if kind == "mined" and spec.get("phi_init") == "run":
+        return {"phi_init": {"run": spec.get("phi_run"), "epoch": spec.get("phi_epoch")}}
     return {}
 
 
@@ -488,10 +584,14 @@ def gradient_batches(spec: Mapping[str, Any], data: DataBundle | None):
 
 
 def phi_init(spec: Mapping[str, Any]) -> str:
-    """Where Algorithm 2 starts ``phi`` (``phi_init`` of a ``mined`` spec): ``theta`` or ``init``.
+    """Where Algorithm 2 starts ``phi`` (``phi_init`` of a ``mined`` spec): ``theta``, ``init``
+    or ``run``.
 
     ``theta`` (default) starts at the checkpoint itself; ``init`` at a fresh initialization of
-    the same model (:func:`fresh_initialization` with ``init_seed``), a point in another basin.
+    the same model (:func:`fresh_initialization` with ``init_seed``), a point in another basin;
+    ``run`` at a checkpoint of another, independently trained run of the same architecture
+    (``phi_run``, ``phi_epoch``; the workflow passes it as ``references["phi_init"]``), a
+    trained point in another basin.
 
     Raises:
         ValueError: for an unknown value, or ``init`` with Algorithm 1 (which has no ``phi``).
@@ -537,9 +637,10 @@ def _mined(
     if algorithm == "wpeak":
         return mining.mine_wpeak(model, batches, lr=spec.get("lr", 0.1), **common)
     init = None
-    if start == "init":
+    if start != "theta":
         params = trainable(model)
-        phi_0 = _aligned(_reference(references, "phi_init", "phi_init 'init'"), params, "phi_init")
+        phi_0 = _reference(references, "phi_init", f"phi_init {start!r}")
+        phi_0 = _aligned(phi_0, params, "phi_init")
         init = {n: phi_0[n] - t for n, t in params.items()}
     return mining.mine_vvv(
         model,
@@ -569,13 +670,16 @@ def make_direction(
     *,
     references: Mapping[str, Mapping[str, Tensor]] | None = None,
     data: DataBundle | None = None,
+    attrs: dict[str, Any] | None = None,
 ) -> Direction:
     """Builds the direction described by one ``directions`` config block for a model.
 
     Steps, in order: base vector -> sign transform -> normalization -> group restriction ->
     scale. Keys (all optional):
 
-    - ``kind``: ``noise`` (default; ``distribution`` default gaussian, ``seed`` default 0),
+    - ``kind``: ``noise`` (default; ``distribution`` default gaussian, ``seed`` default 0;
+      with ``closest_to: {direction, candidates}`` the most overlapping of ``candidates``
+      draws with ``references["closest_to"]``, :func:`closest_noise`, V6),
       ``special`` (``of``, one of :data:`SPECIALS`, default ``theta_f``; ``seed`` for sgp),
       ``gradient`` (``batches``: fixed training batches, :func:`gradient_batches`, an integer
       >= 1 or ``"all"``, default 1; ``batch_size`` default 128; eval-mode loss) or ``checkpoint``
@@ -583,12 +687,15 @@ def make_direction(
       ``references["target"]``), ``eigenvector`` (``references["eigenvector"]``, see
       :func:`eigenvector`) or ``mined`` (``algorithm`` wpeak or vvv, ``epochs``, ``lr``,
       ``alpha``, ``gamma``, ``seed``, over ``batches`` of ``batch_size`` like ``gradient``;
-      Algorithm 2 starts ``phi`` at ``theta`` or, with ``phi_init: init``, at
+      Algorithm 2 starts ``phi`` at ``theta`` or, with ``phi_init: init`` or ``run``, at
       ``references["phi_init"]``, see :func:`phi_init`).
     - ``sign``: ``none`` (default) or ``consistent`` with ``sign_ratio`` (default 1.0) and the
       spec's ``seed``: :func:`sign_consistent` against the model's parameters.
     - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``norm`` for
-      eigenvectors, ``raw`` otherwise (:func:`normalization_of`).
+      eigenvectors, ``raw`` otherwise (:func:`normalization_of`). ``match`` (with
+      ``closest_to`` only): after ``bias_bn`` the whole vector is scaled to the norm of the
+      ``closest_to`` reference (:func:`match_norm`; the paper scales its most overlapping
+      Gaussian "to that of the negative gradient").
     - ``bias_bn``: see :func:`normalize`; default ``zero`` for noise, ``raw`` otherwise (so that
       e.g. a checkpoint direction reaches the target in every parameter).
     - ``group``: one of :data:`landscape.params.GROUPS` (default ``ALL``): zero outside it.
@@ -599,8 +706,13 @@ def make_direction(
         model: The model at ``theta`` (its trainable parameters are ``theta``).
         references: Other checkpoints' parameters by role: ``"theta_0"`` (the run's epoch-0
             checkpoint) for ``special`` ``theta_0``, ``"target"`` for ``checkpoint``,
-            ``"phi_init"`` (:func:`fresh_initialization`) for ``mined`` with ``phi_init: init``.
+            ``"phi_init"`` (:func:`fresh_initialization`, or the other run's checkpoint) for
+            ``mined`` with ``phi_init: init`` or ``run``; and the direction ``"closest_to"``
+            for ``closest_to``.
         data: The dataset, for ``gradient``; batches must be on the model's device.
+        attrs: If given, receives what the file records about the construction: for
+            ``closest_to`` the :func:`closest_noise` record and ``angle_to_reference``, the
+            angle (degrees) of the finished direction to the reference.
 
     Raises:
         ValueError: for an unknown ``kind``, ``of``, ``sign``, ``normalization``, ``bias_bn`` or
@@ -609,7 +721,15 @@ def make_direction(
     kind = _choice(spec, "kind", KINDS, "noise")
     params = trainable(model)
     seed = spec.get("seed", 0)
-    if kind == "noise":
+    if "closest_to" in spec and kind != "noise":
+        raise ValueError(f"closest_to: applies to kind 'noise' only, not {kind!r}")
+    record: dict[str, Any] = {}
+    if kind == "noise" and "closest_to" in spec:
+        reference = _reference(references, "closest_to", "closest_to")
+        candidates = spec["closest_to"].get("candidates", 100)
+        distribution = spec.get("distribution", "gaussian")
+        eps, record = closest_noise(params, distribution, seed, reference, candidates)
+    elif kind == "noise":
         eps = noise(params, spec.get("distribution", "gaussian"), seed)
     elif kind == "special":
         of = _choice(spec, "of", SPECIALS, "theta_f")
@@ -625,13 +745,34 @@ def make_direction(
         eps = towards(params, _reference(references, "target", "kind 'checkpoint'"))
     if _choice(spec, "sign", SIGNS, "none") == "consistent":
         eps = sign_consistent(eps, params, spec.get("sign_ratio", 1.0), seed)
-    normalization, bias_bn = normalization_of(spec)
-    eps = normalize(eps, params, normalization, bias_bn)
+    eps = _normalized(spec, eps, params, references)
     group = spec.get("group", "ALL")
     if group != "ALL":  # group_names rejects an unknown group
         eps = restrict(eps, group_names(model, group))
     scale = float(spec.get("scale", 1.0))
-    return eps if scale == 1.0 else {n: d * scale for n, d in eps.items()}
+    eps = eps if scale == 1.0 else {n: d * scale for n, d in eps.items()}
+    if record:
+        record["angle_to_reference"] = angle_degrees(cosine(eps, references["closest_to"]))
+    if attrs is not None:
+        attrs.update(record)
+    return eps
+
+
+def _normalized(
+    spec: Mapping[str, Any],
+    eps: Direction,
+    params: Mapping[str, Tensor],
+    references: Mapping[str, Mapping[str, Tensor]] | None,
+) -> Direction:
+    normalization, bias_bn = normalization_of(spec)
+    if normalization != "match":
+        return normalize(eps, params, normalization, bias_bn)
+    if "closest_to" not in spec:
+        raise ValueError(
+            "normalization: 'match' needs closest_to (the direction whose norm it takes)"
+        )
+    reference = _reference(references, "closest_to", "normalization 'match'")
+    return match_norm(normalize(eps, params, "raw", bias_bn), reference)
 
 
 def direction_norms(direction: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> dict:
@@ -647,6 +788,26 @@ def direction_norms(direction: Mapping[str, Tensor], params: Mapping[str, Tensor
     return {"direction_norm": eps, "theta_norm": theta, "relative_norm": ratio}
 
 
+def read_reference_direction(
+    path: str | Path, params: Mapping[str, Tensor], meta: Mapping[str, Any]
+) -> Direction:
+    """A direction file's tensors, on the device and dtype of ``params``, checked to be a
+    direction of the checkpoint whose metadata is ``meta`` (same run and epoch).
+
+    Raises:
+        ValueError: naming the file, for a direction of another checkpoint or other parameters.
+    """
+    art = store.open(path)
+    run, epoch = art.attrs.get("run"), art.attrs.get("epoch")
+    if (run, epoch) != (meta["run"], meta["epoch"]):
+        raise ValueError(
+            f"{path}: a direction of run {run!r} epoch {epoch}, not of the checkpoint "
+            f"(run {meta['run']!r} epoch {meta['epoch']})"
+        )
+    tensors = {n: torch.as_tensor(v) for n, v in art.tensors("params").items()}
+    return _aligned(tensors, params, f"closest_to ({path})")
+
+
 def write_direction(
     checkpoint: str | Path,
     out: str | Path,
@@ -656,6 +817,7 @@ def write_direction(
     references: Mapping[str, str | Path] | None = None,
     dataset: Mapping[str, Any] | None = None,
     spectrum: str | Path | None = None,
+    reference_direction: str | Path | None = None,
 ) -> None:
     """Derives one direction from a checkpoint and writes it as HDF5, one dataset per parameter.
 
@@ -664,36 +826,47 @@ def write_direction(
         out: The ``.h5`` file.
         spec: The direction's config block.
         device: ``auto``, ``cpu`` or ``cuda``.
-        references: Role (``theta_0``, ``target``) -> checkpoint path, see
+        references: Role (``theta_0``, ``target``, ``phi_init``) -> checkpoint path, see
             :func:`required_references`; recorded as inputs of the artifact.
         dataset: The dataset config block, read only when the spec needs data (``gradient``,
             ``mined``); its ``subset_seed`` is then stored as an attribute.
         spectrum: The checkpoint's spectrum file (``kind: eigenvector``).
+        reference_direction: The direction file ``closest_to`` names, of the same checkpoint;
+            recorded as the input ``closest_to``.
 
     Besides ``run`` and ``epoch``, the file's attributes hold :func:`direction_norms` (``||eps||``,
     ``||theta||``, ``relative_norm``), the ``normalization`` and ``bias_bn`` applied
-    (:func:`normalization_of`), and for ``phi_init: init`` the ``init_seed`` of the start.
+    (:func:`normalization_of`), for ``phi_init: init`` the ``init_seed`` of the start, for
+    ``phi_init: run`` the ``phi_run`` and ``phi_epoch`` of the start checkpoint (from its
+    metadata), and for ``closest_to`` the choice (:func:`make_direction`'s ``attrs``).
     """
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     params = trainable(model)
     paths = dict(references or {})
-    refs = {
-        role: _aligned(store.read_checkpoint(p)["model"], params, f"references[{role!r}] ({p})")
-        for role, p in paths.items()
-    }
+    attrs: dict[str, Any] = {}
+    refs = {}
+    for role, path in paths.items():
+        state = store.read_checkpoint(path)
+        what = f"references[{role!r}] ({path})"
+        if role == "phi_init":
+            what = f"phi_run {spec.get('phi_run')!r} ({path})"
+            attrs.update(phi_run=state["meta"]["run"], phi_epoch=state["meta"]["epoch"])
+        refs[role] = _aligned(state["model"], params, what)
+    if reference_direction is not None:
+        refs["closest_to"] = read_reference_direction(reference_direction, params, meta)
+        paths["closest_to"] = reference_direction
     if spectrum is not None:
         which, index = spec.get("which", "LA"), spec.get("index", 1)
         refs["eigenvector"] = eigenvector(params, spectrum, which, index)
         paths["spectrum"] = spectrum
-    attrs: dict[str, Any] = {}
     if spec.get("kind") == "mined" and phi_init(spec) == "init":
         attrs["init_seed"] = spec.get("init_seed", 1)
         refs["phi_init"] = _aligned(
             fresh_initialization(meta, attrs["init_seed"]), params, "phi_init"
         )
     data = load_data(dataset, dev) if dataset is not None and needs_data(spec) else None
-    direction = make_direction(spec, model, references=refs, data=data)
+    direction = make_direction(spec, model, references=refs, data=data, attrs=attrs)
     attrs.update(direction_norms(direction, params))
     attrs["normalization"], attrs["bias_bn"] = normalization_of(spec)
     attrs.update(run=meta["run"], epoch=meta["epoch"])

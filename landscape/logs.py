@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 
 def configure(log_file: str | Path | None, threads: int | None = None) -> None:
     """Sends logging to ``log_file`` and stderr, logs uncaught exceptions, pins torch threads.
@@ -33,6 +31,8 @@ def configure(log_file: str | Path | None, threads: int | None = None) -> None:
 
     sys.excepthook = log_uncaught
     if threads:
+        import torch  # only jobs that compute pin threads; plot jobs need no torch
+
         torch.set_num_threads(threads)
     locking = os.environ.get("HDF5_USE_FILE_LOCKING")  # set by the config's hdf5_file_locking
     logging.getLogger("landscape").info(

@@ -18,7 +18,7 @@ from landscape import store
 SPLIT_STYLE = {"train": "-", "test": "--"}
 
 
-def _save(fig: plt.Figure, out: str | Path) -> None:
+def save_figure(fig: plt.Figure, out: str | Path) -> None:
     """Writes a figure atomically in the format of its suffix, then closes it."""
     with store.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
@@ -49,7 +49,7 @@ def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> 
     ax_err.set(xlabel="lambda", ylabel="error", ylim=(-0.02, 1.02))
     ax_loss.legend(frameon=False)
     fig.suptitle(f"{title or Path(curve).stem}\n{bn_label(art)}", fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 LOG_SPAN = 100.0
@@ -80,7 +80,7 @@ def plot_surface(surface: str | Path, out: str | Path, title: str | None = None)
         ax.set(xlabel="x", ylabel="y", title=f"{s}: log10 loss")
         fig.colorbar(mesh, ax=ax)
     fig.suptitle(f"{title or Path(surface).stem}\n{bn_label(art)}", fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 BN_LABELS = {
@@ -127,7 +127,7 @@ def plot_density(
         source = art.attrs["broadening"].split(":")[0]  # "PyHessian" or "density.sigma"
         heading += f"\nGaussian broadening: {source}, std {art.attrs['sigma']:.2g}"
     ax.set_title(heading, fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def _mark_extreme_eigenvalues(ax: plt.Axes, spec: store.Artifact) -> None:
@@ -160,7 +160,7 @@ def plot_soa(soa: str | Path, out: str | Path, title: str | None = None) -> None
     ax.plot(lam, art["loss"], "k.", ms=6)
     ax.set(xlabel="lambda", ylabel="loss")
     ax.set_title(title or Path(soa).stem, fontsize=9)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_cosines(cosines: str | Path, out: str | Path, title: str | None = None) -> None:
@@ -188,7 +188,7 @@ def plot_cosines(cosines: str | Path, out: str | Path, title: str | None = None)
         ax.set_ylabel(f"|cos|\n{name}", fontsize=8)
     axes[-1, 0].set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=7)
     axes[0, 0].set_title(title or Path(cosines).stem, fontsize=9)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 DESCENT_LABELS = {
@@ -250,7 +250,7 @@ def plot_angles(angles: str | Path, out: str | Path, title: str | None = None) -
     ax_gau.set_ylim(top=ax_gau.get_ylim()[1] * 1.3)
     _plot_descent_angles(ax_dir, names, groups, between)
     fig.suptitle(title or Path(angles).stem, fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def _plot_descent_angles(ax: plt.Axes, names: list[str], groups: dict, between: np.ndarray) -> None:
@@ -338,7 +338,7 @@ def plot_loss_change(
     tr = store.open(trace).attrs["trace"] if trace is not None else art.attrs["trace"]
     heading = title or Path(loss_change).stem
     fig.suptitle(f"{heading}\nL(theta) = {art.attrs['loss0']:.4g}, tr(H) = {tr:.4g}", fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def curve_type_grid(table: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray]:
@@ -403,4 +403,4 @@ def plot_curve_table(table: str | Path, out: str | Path, title: str | None = Non
         ax.text(0.5, 0.5, "no curves", ha="center", va="center")
     counted = textwrap.fill(f"cells: type (stationary points); {summary}", int(width * 15))
     ax.set_title(f"{title or 'Curve taxonomy (VT)'}\n{counted}", fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)

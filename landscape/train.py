@@ -7,6 +7,10 @@ history so far, and the data order of epoch ``e`` depends only on ``(seed, e)``,
 of the cosine schedule depends on ``epochs``, so changing ``epochs`` changes every checkpoint after
 epoch 0; the kept ``checkpoints`` change no weights. A checkpoint's bytes depend only on its
 content (see :func:`landscape.store.write_checkpoint`).
+
+A run with ``train.init`` (fine-tuning) starts at epoch 0 from the parameters and buffers (BN
+running statistics) of another run's checkpoint instead of a seeded initialization; its optimizer
+starts fresh (no momentum), and its schedule and data order are its own.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     checkpoints: tuple[int, ...] = (0,)
     eval_batch_size: int = 1024
+    init: Mapping[str, Any] | None = None
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> TrainConfig:
@@ -72,7 +77,24 @@ class TrainConfig:
             raise ValueError(f"train.checkpoints: epochs {late} exceed train.epochs={cfg.epochs}")
         if cfg.schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"train.schedule: unknown schedule {cfg.schedule!r}")
+        if cfg.init is not None:
+            _check_init(cfg.init)
         return cfg
+
+
+_INIT_KEYS = ("run", "epoch", "spec")
+
+
+def _check_init(init: Any) -> None:
+    """Rejects a ``train.init`` that is not ``{run: name, epoch: final | int[, spec: {...}]}``."""
+    if not isinstance(init, Mapping) or "run" not in init:
+        raise ValueError(f"train.init: expected {{run: <run>, epoch: final | <int>}}, got {init!r}")
+    unknown = sorted(set(init) - set(_INIT_KEYS))
+    if unknown:
+        raise ValueError(f"train.init: unknown key(s) {unknown}; known: {list(_INIT_KEYS)}")
+    epoch = init.get("epoch", "final")
+    if epoch != "final" and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
+        raise ValueError(f"train.init.epoch: expected 'final' or an epoch >= 0, got {epoch!r}")
 
 
 def checkpoint_epochs(cfg: TrainConfig) -> list[int]:
@@ -184,6 +206,7 @@ def train_model(
     epoch: int,
     previous: str | Path | None = None,
     device: str = "auto",
+    init: str | Path | None = None,
 ) -> dict:
     """Writes the checkpoint of ``spec['run']`` at ``epoch``, continuing from ``previous``.
 
@@ -193,16 +216,21 @@ def train_model(
         epoch: the epoch of the checkpoint to write; 0 is the initialization.
         previous: checkpoint of an earlier epoch of the same run (required for ``epoch > 0``).
         device: ``auto``, ``cpu`` or ``cuda``.
+        init: for epoch 0 of a run with ``train.init``, the checkpoint it names (see
+            :func:`load_init`); recorded as ``inputs.init`` of the checkpoint.
 
     Returns:
         The checkpoint dict that was saved.
 
     Raises:
         DivergenceError: if the training loss becomes NaN or infinite; names run and epoch.
-        ValueError: for an inconsistent chain of checkpoints.
+        ValueError: for an inconsistent chain of checkpoints, or an ``init`` checkpoint that is
+            not the one ``train.init`` names (the message names ``runs.<run>.train.init``).
     """
     run = spec["run"]
     cfg = TrainConfig.from_spec(spec["train"])
+    if init is not None and epoch != 0:
+        raise ValueError(f"runs.{run}.train.init: read only at epoch 0, not at epoch {epoch}")
     dev = resolve_device(device)
     data = load_data(spec["dataset"], dev, key=f"datasets.{spec['dataset_name']}")
     torch.manual_seed(cfg.seed)
@@ -211,6 +239,8 @@ def train_model(
     ).to(dev)
     optimizer = make_optimizer(model, cfg)
     if epoch == 0:
+        if cfg.init is not None or init is not None:
+            load_init(model, spec, init, data)
         start, history = 0, [history_row(model, data, cfg, 0)]
     else:
         if previous is None:
@@ -236,7 +266,7 @@ def train_model(
         "meta": {
             "kind": "checkpoint",
             "schema_version": store.SCHEMA_VERSION,
-            "inputs": {"previous": _provenance(previous)} if previous else {},
+            "inputs": _inputs(previous, init),
             "run": run,
             "epoch": epoch,
             "spec": dict(spec),
@@ -248,6 +278,53 @@ def train_model(
     }
     store.write_checkpoint(checkpoint, out)
     return checkpoint
+
+
+def load_init(
+    model: nn.Module, spec: Mapping[str, Any], source: str | Path | None, data: DataBundle
+) -> None:
+    """Sets every parameter and buffer of ``model`` to those of the checkpoint ``source``.
+
+    ``source`` must be the checkpoint that ``spec["train"]["init"]`` names: its run, its epoch
+    (``final``: the source run's last), its spec when ``init`` records one (the workflow's
+    :func:`landscape.config.run_spec` does), and the same model on data of the same shape.
+
+    Raises:
+        ValueError: naming ``runs.<run>.train.init``, for a missing or mismatching checkpoint.
+    """
+    run, wanted = spec["run"], spec["train"].get("init")
+    if wanted is None:
+        raise ValueError(f"run '{run}': a checkpoint to start from was given, but no train.init")
+    key = f"runs.{run}.train.init"
+    epoch = wanted.get("epoch", "final")
+    if source is None:
+        raise ValueError(
+            f"{key}: epoch 0 starts from the checkpoint of run '{wanted['run']}' at epoch "
+            f"{epoch}, but none was given"
+        )
+    state = store.read_checkpoint(source)
+    meta = state["meta"]
+    final = meta["spec"]["train"]["epochs"]
+    if meta["run"] != wanted["run"] or meta["epoch"] != (final if epoch == "final" else epoch):
+        raise ValueError(
+            f"{key}: {source} is the checkpoint of run '{meta['run']}' at epoch {meta['epoch']}, "
+            f"not of run '{wanted['run']}' at epoch {epoch}"
+        )
+    if "spec" in wanted and store.canonical_json(meta["spec"]) != store.canonical_json(
+        wanted["spec"]
+    ):
+        raise ValueError(
+            f"{key}: {source} was trained with another spec than run '{wanted['run']}' has now "
+            "(train it again first)"
+        )
+    theirs = (_architecture(meta["spec"]), meta["num_classes"], list(meta["input_shape"]))
+    ours = (_architecture(spec), data.num_classes, list(data.input_shape))
+    if store.canonical_json(theirs) != store.canonical_json(ours):
+        raise ValueError(
+            f"{key}: the model of run '{wanted['run']}' (model, classes, input shape = {theirs}) "
+            f"differs from this run's ({ours}); fine-tuning needs the same architecture"
+        )
+    model.load_state_dict(state["model"])
 
 
 def load_model(
@@ -282,6 +359,18 @@ def export_history(checkpoint: str | Path, out: str | Path) -> None:
                 values = np.array([r[f"{split}_{metric}"] for r in rows], dtype=np.float64)
                 w.put(f"{split}/{metric}", values, dims=("epoch",))
         w.put("lr", np.array([r["lr"] for r in rows], dtype=np.float64), dims=("epoch",))
+
+
+def _architecture(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A run spec's model block without pretrained ``weights`` (which only initialize it)."""
+    return {k: v for k, v in spec["model"].items() if k != "weights"}
+
+
+def _inputs(previous: str | Path | None, init: str | Path | None) -> dict:
+    """A checkpoint's recorded inputs: the one it continues from, or at epoch 0 its ``init``."""
+    if init is not None:
+        return {"init": _provenance(init)}
+    return {"previous": _provenance(previous)} if previous else {}
 
 
 def _provenance(path: str | Path) -> dict[str, str]:

@@ -8,6 +8,13 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from landscape.figures import (
+    check_figures,
+    figure_instances,
+    figure_members,
+    figure_panels,
+)
+
 from landscape.config import (
     ConfigError,
     block_epochs,
@@ -24,6 +31,7 @@ from landscape.config import (
     evaluation_spec,
     hdf5_environment,
     hessian_spec,
+    init_source,
     normalize_numbers,
     soa_spec,
     run_spec,
@@ -53,6 +61,7 @@ except WorkflowError:
     ) from None
 normalize_numbers(config, SCHEMA)
 check_references(config)
+check_figures(config)
 check_files(config)
 check_cost(config, workflow.resource_settings.overwrite_scatter.get("surface"))
 # Jobs inherit the environment (also on a cluster, where each job parses this file again);
@@ -93,6 +102,7 @@ DENSITY_FIGURE = (
 SURFACE_FIGURE = (
     "results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png"
 )
+FIGURE = "results/figures/{figure_id}/{figure}/{dataset}/{model}/{run}/epoch{epoch}.png"
 
 
 wildcard_constraints:
@@ -103,6 +113,8 @@ wildcard_constraints:
     curve="|".join(config["curves"]) or "(?!)",
     surface="|".join(config["surfaces"]) or "(?!)",
     soa="|".join(config["soa"]) or "(?!)",
+    figure="|".join(config["figures"]) or "(?!)",
+    figure_id=r"V\d+|VT|A\d+",
     epoch=r"\d+",
 
 
@@ -147,6 +159,15 @@ def get_resume_checkpoint(wildcards):
     return {"previous": kept} if kept else nearest
 
 
+def get_init_checkpoint(wildcards):
+    """The checkpoint epoch 0 of a fine-tuning run starts from (``train.init``), else nothing."""
+    source = init_source(config, wildcards.run)
+    if source is None or int(wildcards.epoch) != 0:
+        return {}
+    run, epoch = source
+    return {"init": CHECKPOINT.format(**run_wildcards(config, run), epoch=epoch)}
+
+
 def get_final_checkpoint(wildcards):
     """The last checkpoint of a run."""
     final = config["runs"][wildcards.run]["train"]["epochs"]
@@ -154,11 +175,25 @@ def get_final_checkpoint(wildcards):
 
 
 def get_direction_references(wildcards):
-    """Other checkpoints a direction is derived from, by role (theta_0, target)."""
-    refs = direction_references(config, wildcards.direction, wildcards.run)
+    """Other checkpoints a direction is derived from, by role (theta_0, target, phi_init)."""
+    refs = direction_references(
+        config, wildcards.direction, wildcards.run, int(wildcards.epoch)
+    )
     return {
         role: CHECKPOINT.format(**run_wildcards(config, run), epoch=epoch)
         for role, (run, epoch) in refs.items()
+    }
+
+
+def get_direction_closest(wildcards):
+    """The direction file that a noise direction's ``closest_to`` names, at the same checkpoint."""
+    closest = config["directions"][wildcards.direction].get("closest_to")
+    if closest is None:
+        return {}
+    return {
+        "closest_to": DIRECTION.format(
+            **{**dict(wildcards.items()), "direction": closest["direction"]}
+        )
     }
 
 
@@ -220,6 +255,17 @@ def instances(family, pattern):
     ]
 
 
+def curve_figure_targets():
+    """The figure of every curve instance whose block draws one (``plot``)."""
+    return [
+        CURVE_FIGURE.format(**run_wildcards(config, run), epoch=epoch, curve=name)
+        for name, block in config["curves"].items()
+        if block["plot"]
+        for run in selected_runs(config, "curves", name)
+        for epoch in selected_epochs(config, "curves", name, run)
+    ]
+
+
 def hessian_targets():
     """Spectrum, density, trace, loss change and figures at each run and epoch ``hessian`` selects."""
     patterns = (
@@ -247,4 +293,37 @@ def get_cosine_directions(wildcards):
     return [
         DIRECTION.format(**dict(wildcards.items()), direction=name)
         for name in config["cosines"]["directions"]
+    ]
+
+
+def get_figure_members(wildcards):
+    """The curve and surface files a figure draws at one run and epoch, in panel order."""
+    block = config["figures"][wildcards.figure]
+    if block["id"] != wildcards.figure_id:
+        raise ValueError(
+            f"figures.{wildcards.figure} has id {block['id']}, not {wildcards.figure_id}"
+        )
+    panels = figure_panels(
+        config, wildcards.figure, wildcards.run, int(wildcards.epoch)
+    )
+    patterns = {"curves": (CURVE, "curve"), "surfaces": (SURFACE, "surface")}
+    return [
+        patterns[family][0].format(
+            **run_wildcards(config, run), epoch=epoch, **{patterns[family][1]: name}
+        )
+        for family, name, run, epoch in figure_members(panels)
+    ]
+
+
+def figure_targets():
+    """Every figure of the ``figures`` block at every run and epoch it selects."""
+    return [
+        FIGURE.format(
+            figure_id=block["id"],
+            figure=name,
+            **run_wildcards(config, run),
+            epoch=epoch,
+        )
+        for name, block in config["figures"].items()
+        for run, epoch in figure_instances(config, name)
     ]

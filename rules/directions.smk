@@ -7,6 +7,7 @@ rule make_direction:
     input:
         unpack(get_direction_references),
         unpack(get_direction_spectrum),
+        unpack(get_direction_closest),
         checkpoint=rules.train_model.output.checkpoint,
     output:
         direction=DIRECTION,

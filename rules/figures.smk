@@ -38,3 +38,27 @@ rule plot_surface:
         mem_mb=1000,
     script:
         "../scripts/plot_surface.py"
+
+
+rule plot_figure:
+    input:
+        members=get_figure_members,
+    output:
+        figure=report(
+            FIGURE,
+            caption="../report/figure.rst",
+            category="{figure_id}",
+            subcategory="{figure}",
+            labels={"run": "{run}", "epoch": "{epoch}", "figure": "{figure}"},
+        ),
+    log:
+        "logs/plot_figure/{figure_id}/{figure}/{dataset}/{model}/{run}/epoch{epoch}.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        block=lambda w: canonical(config["figures"][w.figure]),
+        panels=lambda w: canonical(figure_panels(config, w.figure, w.run, int(w.epoch))),
+    script:
+        "../scripts/plot_figure.py"

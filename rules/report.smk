@@ -62,7 +62,7 @@ rule write_catalog:
     input:
         histories=history_targets(),
         curves=instances("curves", CURVE),
-        curve_figures=instances("curves", CURVE_FIGURE),
+        curve_figures=curve_figure_targets(),
         surfaces=instances("surfaces", SURFACE),
         surface_figures=instances("surfaces", SURFACE_FIGURE),
         hessian=hessian_targets(),
@@ -78,6 +78,7 @@ rule write_catalog:
         ),
         tables=[rules.write_curve_table.output.csv, rules.write_claims.output.csv],
         table_figures=rules.plot_curve_table.output.figure,
+        figures=figure_targets(),
     output:
         csv="results/catalog.csv",
     log:

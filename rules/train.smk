@@ -1,6 +1,7 @@
 rule train_model:
     input:
         unpack(get_resume_checkpoint),
+        unpack(get_init_checkpoint),
     output:
         checkpoint=CHECKPOINT,
     log:

@@ -17,8 +17,11 @@ if __name__ == "__main__":
         json.loads(snakemake.params.spec),
         device=snakemake.params.device,
         references={
-            k: v for k, v in snakemake.input.items() if k not in ("checkpoint", "spectrum")
+            k: v
+            for k, v in snakemake.input.items()
+            if k not in ("checkpoint", "spectrum", "closest_to")
         },
         dataset=json.loads(snakemake.params.dataset),
         spectrum=snakemake.input.get("spectrum"),
+        reference_direction=snakemake.input.get("closest_to"),
     )

@@ -1,5 +1,7 @@
 """Trains one run up to one checkpoint epoch, continuing from the run's previous checkpoint.
 
+Epoch 0 of a fine-tuning run (``train.init``) starts from the other run's checkpoint ``init``.
+
 Outputs:
     checkpoint: results/{dataset}/{model}/{run}/checkpoints/epoch{epoch}.pt
 """
@@ -17,4 +19,5 @@ if __name__ == "__main__":
         int(snakemake.wildcards.epoch),
         previous=snakemake.input.get("previous"),
         device=snakemake.params.device,
+        init=snakemake.input.get("init"),
     )

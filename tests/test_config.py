@@ -333,7 +333,7 @@ def test_auto_bn_mode_leaves_the_spec_of_a_gaussian_curve_as_it_was():
     """No rerun: a curve that took the old default recompute has the same canonical spec."""
     config = _hessian_directions()
     old = {**config["curves"]["gauss_filnorm"], "bn_mode": "recompute"}
-    old = {k: v for k, v in old.items() if k not in ("runs", "epochs")}
+    old = {k: v for k, v in old.items() if k not in ("runs", "epochs", "plot")}
     assert canonical(evaluation_spec(config, "curves", "gauss_filnorm")) == canonical(old)
     soa = {"direction": "pe1"}
     config["soa"] = {"s": soa}
@@ -374,3 +374,200 @@ def test_direction_spec_holds_only_what_its_algorithm_reads_and_its_default_norm
     eigenvector = {"directions": {"e": {"kind": "eigenvector", "which": "SA", "index": 1}}}
     assert direction_spec(eigenvector, "e")["normalization"] == "norm"
     assert direction_spec(eigenvector, "e")["bias_bn"] == "raw"
+
+
+# --------------------------------------------------------------------------- issue 12: V6, Alg. 2
+
+
+def _closest_config() -> dict:
+    config = load("tests/configs/tiny.yaml")
+    config["directions"]["grad_batch"] = {"kind": "gradient", "batches": 1}
+    config["directions"]["closest"] = {
+        "kind": "noise",
+        "distribution": "gaussian",
+        "seed": 1,
+        "closest_to": {"direction": "grad_batch"},
+        "normalization": "match",
+    }
+    validate(config, SCHEMA)  # fills closest_to.candidates
+    return config
+
+
+def test_closest_to_validates_and_its_spec_holds_the_reference_spec():
+    config = _closest_config()
+    check_references(config)
+    spec = direction_spec(config, "closest")
+    assert spec["closest_to"] == {
+        "direction": "grad_batch",
+        "candidates": 100,
+        "reference": direction_spec(config, "grad_batch"),
+    }
+    assert spec["normalization"] == "match" and spec["bias_bn"] == "zero"
+    config["directions"]["grad_batch"]["batches"] = 2
+    assert direction_spec(config, "closest") != spec  # a changed reference reruns it
+    assert "closest_to" not in direction_spec(config, "gauss_y")
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (
+            lambda d: d["closest"]["closest_to"].update(direction="nope"),
+            r"directions\.closest\.closest_to\.direction: 'nope' is not a key of directions",
+        ),
+        (
+            lambda d: d["closest"]["closest_to"].update(direction="closest"),
+            r"directions\.closest\.closest_to\.direction: .*itself",
+        ),
+        (
+            lambda d: d.update(
+                grad_batch={"kind": "noise", "closest_to": {"direction": "closest"}}
+            ),
+            r"directions\.grad_batch\.closest_to\.direction: 'closest' leads back: "
+            r"grad_batch -> closest -> grad_batch",
+        ),
+        (
+            lambda d: d["gauss_y"].update(normalization="match"),
+            r"directions\.gauss_y\.normalization: match needs closest_to",
+        ),
+        (
+            lambda d: d["grad_batch"].update(closest_to={"direction": "gauss_y"}),
+            r"directions\.grad_batch\.closest_to: applies to kind noise only",
+        ),
+    ],
+)
+def test_bad_closest_to_names_the_key(edit, key):
+    config = _closest_config()
+    edit(config["directions"])
+    with pytest.raises(ConfigError, match=key):
+        check_references(config)
+
+
+def test_closest_to_schema_keys():
+    config = _closest_config()
+    config["directions"]["closest"]["closest_to"]["candidates"] = 0
+    assert schema_error(config, SCHEMA_DICT).startswith(
+        "directions.closest.closest_to.candidates: 0 is less than the minimum of 1"
+    )
+    del config["directions"]["closest"]["closest_to"]["candidates"]
+    del config["directions"]["closest"]["closest_to"]["direction"]
+    assert "direction" in schema_error(config, SCHEMA_DICT)
+
+
+def _phi_run_config(**keys) -> dict:
+    config = load("tests/configs/tiny.yaml")
+    second = copy.deepcopy(config["runs"]["mlp"])
+    second["train"].update(seed=1, checkpoints=[0, 2])
+    config["runs"]["mlp_b"] = second
+    block = {"kind": "mined", "algorithm": "vvv", "phi_init": "run", "phi_run": "mlp_b", **keys}
+    config["directions"]["v"] = {k: v for k, v in block.items() if v is not None}
+    config["curves"]["cv"] = {"direction": "v", "runs": ["mlp"], "epochs": [1, 2]}
+    validate(config, SCHEMA)
+    return config
+
+
+def test_phi_run_reference_is_theta_epoch_if_that_run_has_it_else_final():
+    config = _phi_run_config()
+    check_references(config)
+    assert direction_references(config, "v", "mlp", 2) == {"phi_init": ("mlp_b", 2)}
+    assert direction_references(config, "v", "mlp", 0) == {"phi_init": ("mlp_b", 0)}
+    assert direction_references(config, "v", "mlp", 1) == {"phi_init": ("mlp_b", 2)}  # final
+    config["directions"]["v"]["phi_epoch"] = 0
+    assert direction_references(config, "v", "mlp", 2) == {"phi_init": ("mlp_b", 0)}
+    config["directions"]["v"]["phi_epoch"] = "final"
+    assert direction_references(config, "v", "mlp", 0) == {"phi_init": ("mlp_b", 2)}
+    spec = direction_spec(config, "v")
+    assert (spec["phi_init"], spec["phi_run"], spec["phi_epoch"]) == ("run", "mlp_b", "final")
+    assert "init_seed" not in spec
+    config["directions"]["v"]["phi_init"] = "theta"
+    assert direction_references(config, "v", "mlp", 2) == {}
+    assert "phi_run" not in direction_spec(config, "v")
+    assert "phi_epoch" not in direction_spec(config, "v")
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"phi_run": None}, r"directions\.v\.phi_run: required with phi_init: run"),
+        ({"phi_run": "nope"}, r"directions\.v\.phi_run: 'nope' is not a key of runs"),
+        ({"phi_run": "vgg_bn"}, r"directions\.v\.phi_run: run 'vgg_bn' .*another architecture"),
+        ({"phi_epoch": 1}, r"directions\.v\.phi_epoch: run 'mlp_b' has no checkpoint at epoch 1"),
+    ],
+)
+def test_bad_phi_run_names_the_key(keys, message):
+    config = _phi_run_config(**keys)
+    with pytest.raises(ConfigError, match=message):
+        check_references(config)
+
+
+# --------------------------------------------------------------------------- fine-tuning pair
+
+
+def _fine_tune_config(**init) -> dict:
+    """tiny.yaml plus a pre-training run on digits 0-4 and a fine-tuning run started from it."""
+    config = load("tests/configs/tiny.yaml")
+    config["datasets"]["digits_04"] = {"source": "digits", "classes": [0, 1, 2, 3, 4]}
+    train = copy.deepcopy(config["runs"]["vgg_bn"]["train"])
+    config["runs"]["pre"] = {"dataset": "digits_04", "model": "vgg_bn", "train": train}
+    fine = {**copy.deepcopy(train), "lr": 0.01, "init": {"run": "pre", **init}}
+    config["runs"]["ft"] = {"dataset": "digits", "model": "vgg_bn", "train": fine}
+    validate(config, SCHEMA)
+    return config
+
+
+def test_fine_tune_spec_holds_the_source_run_spec_and_resolved_epoch():
+    config = _fine_tune_config()
+    check_references(config)
+    assert config["runs"]["ft"]["train"]["init"] == {"run": "pre", "epoch": "final"}  # default
+    spec = run_spec(config, "ft")
+    assert spec["train"]["init"] == {"run": "pre", "epoch": 2, "spec": run_spec(config, "pre")}
+    assert run_spec(config, "pre")["dataset"]["classes"] == [0, 1, 2, 3, 4]
+    assert "init" not in run_spec(config, "vgg_bn")["train"]
+    explicit = _fine_tune_config(epoch=2)
+    assert canonical(run_spec(explicit, "ft")) == canonical(spec)
+    config["runs"]["pre"]["train"]["checkpoints"] = [0, 1, 2]  # keeps the weights: same spec
+    assert canonical(run_spec(config, "ft")) == canonical(spec)
+    config["runs"]["pre"]["train"]["lr"] = 0.05  # another source: the fine-tune is retrained
+    assert canonical(run_spec(config, "ft")) != canonical(spec)
+    assert run_spec(_fine_tune_config(epoch=0), "ft")["train"]["init"]["epoch"] == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["runs"]["ft"]["train"]["init"].update(run="nope"),
+         r"runs\.ft\.train\.init\.run: 'nope' is not a key of runs"),
+        (lambda c: c["runs"]["ft"]["train"]["init"].update(run="ft"),
+         r"runs\.ft\.train\.init\.run: .*ft -> ft"),
+        (lambda c: c["runs"]["pre"]["train"].update(init={"run": "ft", "epoch": "final"}),
+         r"runs\.pre\.train\.init\.run: .*pre -> ft -> pre"),
+        (lambda c: c["runs"]["ft"]["train"]["init"].update(epoch=1),
+         r"runs\.ft\.train\.init\.epoch: run 'pre' has no checkpoint at epoch 1"),
+        (lambda c: c["runs"]["ft"].update(model="mlp"),
+         r"runs\.ft\.train\.init: run 'pre' \(model 'vgg_bn'\) has another architecture"),
+        (lambda c: c["datasets"]["digits_04"].update(source="cifar100", root="/data"),
+         r"runs\.ft\.train\.init: run 'pre' has 100 classes .* run 'ft' 10"),
+        (lambda c: c["datasets"]["digits_04"].update(classes=[0, 10]),
+         r"datasets\.digits_04\.classes: class 10 is outside \[0, 10\)"),
+    ],
+)
+def test_bad_fine_tune_references_name_the_key(edit, message):
+    config = _fine_tune_config()
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        check_references(config)
+
+
+def test_fine_tune_and_classes_schema():
+    config = _fine_tune_config()
+    config["runs"]["ft"]["train"]["init"]["epochs"] = 2
+    error = schema_error(config, SCHEMA_DICT)
+    assert error == "runs.ft.train.init.epochs: unknown key (known: epoch, run)"
+    config = _fine_tune_config()
+    config["datasets"]["digits_04"]["classes"] = []
+    error = schema_error(config, SCHEMA_DICT)
+    assert error.startswith("datasets.digits_04.classes: [] should be non-empty")
+    config["datasets"]["digits_04"]["classes"] = [1, 1]
+    assert "datasets.digits_04.classes" in schema_error(config, SCHEMA_DICT)
+    config["datasets"]["digits_04"]["classes"] = [-1]
+    assert schema_error(config, SCHEMA_DICT).startswith("datasets.digits_04.classes[0]: -1 is less")

@@ -240,7 +240,7 @@ def test_density_is_normalized_and_spans_the_spectrum(checkpoint, dense, tmp_pat
         titles.append(fig.axes[0].get_title())
         plots.plt.close(fig)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     plots.plot_density(out, tmp_path / "density.png")
     assert "Gaussian broadening: PyHessian, std " in titles[0]
 

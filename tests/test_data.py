@@ -597,3 +597,71 @@ def test_hessian_evaluation_set_is_a_fixed_class_proportional_sample() -> None:
     assert sorted(torch.cat([x[:, 0] for x, _ in whole]).long().tolist()) == list(range(400))
     for _, yb in whole:  # in a seeded order: no batch is one class
         assert len(set(yb.tolist())) > 1
+
+
+# --------------------------------------------------------------------------- class selection
+
+
+def test_digits_classes_keep_only_those_labels_as_filtering_by_hand(digits: DataBundle) -> None:
+    spec = {"source": "digits", "classes": [0, 1, 2, 3, 4]}
+    b = load_data(spec, key="datasets.digits_04")
+    assert b.num_classes == 10  # the model head keeps its size; labels keep their values
+    for split, full in ((b.train, digits.train), (b.test, digits.test)):
+        mask = full.y < 5
+        assert set(split.y.tolist()) == {0, 1, 2, 3, 4}
+        assert len(split) == int(mask.sum())
+        assert torch.equal(split.y, full.y[mask]) and torch.equal(split.x, full.x[mask])
+
+
+def test_classes_are_selected_before_the_stratified_subset(digits: DataBundle) -> None:
+    b = load_data({"source": "digits", "classes": [7, 2], "max_train": 50, "max_test": 9})
+    assert (len(b.train), len(b.test)) == (50, 9)
+    mask = (digits.train.y == 2) | (digits.train.y == 7)
+    by_hand = digits.train.take(np.flatnonzero(mask.numpy())).sample(50, 0)
+    assert torch.equal(b.train.y, by_hand.y) and torch.equal(b.train.x, by_hand.x)
+    assert sorted(np.bincount(b.train.y.numpy(), minlength=10)[[2, 7]].tolist()) == [25, 25]
+    assert set(b.test.y.tolist()) <= {2, 7}
+
+
+def test_classes_of_tensor_and_image_folder_sources(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    root = _cifar_root(tmp_path, rng)
+    full = load_data({"source": "cifar10", "root": str(root)})
+    b = load_data({"source": "cifar10", "root": str(root), "classes": [3, 5, 9]})
+    keep = np.isin(full.train.y.numpy(), [3, 5, 9])
+    assert torch.equal(b.train.y, full.train.y[keep]) and torch.equal(b.train.x, full.train.x[keep])
+    assert b.num_classes == 10
+    folder = _imagefolder_root(tmp_path)
+    folder_spec = {"source": "imagefolder", "root": str(folder), "image_size": 8}
+    whole = load_data(folder_spec)
+    kept = load_data({**folder_spec, "classes": [1]})
+    assert kept.num_classes == whole.num_classes
+    assert kept.train.labels().tolist() == [c for c in whole.train.labels().tolist() if c == 1]
+    assert [y.tolist() for _, y in kept.test.batches(10)] == [[1] * len(kept.test)]
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ([0, 10], r"datasets\.digits_04\.classes: .*10.* \[0, 10\)"),
+        ([-1], r"datasets\.digits_04\.classes: .*-1"),
+        ([], r"datasets\.digits_04\.classes: .*at least one"),
+        ([1, 1], r"datasets\.digits_04\.classes: .*twice"),
+        ([1.0], r"datasets\.digits_04\.classes: .*integer"),
+        ([True], r"datasets\.digits_04\.classes: .*integer"),
+        (3, r"datasets\.digits_04\.classes: .*list"),
+    ],
+)
+def test_bad_classes_name_the_key(classes, message) -> None:
+    with pytest.raises(DatasetError, match=message):
+        load_data({"source": "digits", "classes": classes}, key="datasets.digits_04")
+
+
+def test_classes_leaving_a_split_empty_name_the_key(tmp_path: Path) -> None:
+    root = _cifar_root(tmp_path, np.random.default_rng(0))
+    data = np.zeros((4, 3072), dtype=np.uint8)
+    _write_pickle(root / "cifar-10-batches-py" / "test_batch", {b"data": data, b"labels": [0] * 4})
+    spec = {"source": "cifar10", "root": str(root), "classes": [9]}
+    message = r"datasets\.c\.classes: no test samples of classes \[9\]"
+    with pytest.raises(DatasetError, match=message):
+        load_data(spec, key="datasets.c")

@@ -556,3 +556,178 @@ def test_phi_init_is_checked(vgg, digits):
         make_direction({**vvv, "algorithm": "wpeak", "phi_init": "init"}, vgg, data=digits)
     with pytest.raises(ValueError, match=r"phi_init 'init': needs references\['phi_init'\]"):
         make_direction({**vvv, "phi_init": "init"}, vgg, data=digits)
+
+
+# --------------------------------------------------------------------------- issue 12: V6, Alg. 2
+
+
+def _flat64(direction):
+    return torch.cat([t.detach().double().reshape(-1) for t in direction.values()])
+
+
+def _cosine(a, b):
+    x, y = _flat64(a), _flat64(b)
+    return float(x @ y / (x.norm() * y.norm()))
+
+
+def test_closest_gaussian_is_the_most_overlapping_candidate(digits, mlp64):
+    """V6: of the candidates (one seeded stream, candidate 0 the plain noise direction), the one
+    with the largest cosine to the reference is chosen, scaled to the reference's norm (match);
+    checked against a plain loop over the candidates."""
+    model = mlp64.float()
+    x, y = digits.train.x[:64], digits.train.y[:64]
+    reference = negative_gradient(model, [(x, y)])
+    params = trainable(model)
+    g = torch.Generator().manual_seed(7)
+    candidates, cosines = [], []
+    for _ in range(30):
+        draw = {
+            n: torch.randn(p.shape, generator=g, dtype=torch.float64).float()
+            for n, p in params.items()
+        }
+        candidates.append(draw)
+        cosines.append(_cosine(draw, reference))
+    best = max(range(30), key=lambda i: cosines[i])
+    angles = sorted(math.degrees(math.acos(c)) for c in cosines)
+    assert all(torch.equal(candidates[0][n], noise(params, "gaussian", 7)[n]) for n in params)
+    spec = {
+        "kind": "noise",
+        "seed": 7,
+        "closest_to": {"direction": "grad", "candidates": 30},
+        "normalization": "match",
+        "bias_bn": "raw",
+    }
+    attrs = {}
+    eps = make_direction(spec, model, references={"closest_to": reference}, attrs=attrs)
+    assert attrs["closest_index"] == best != 0
+    assert attrs["closest_angle"] == pytest.approx(math.degrees(math.acos(cosines[best])), abs=1e-9)
+    assert attrs["candidate_angle_min"] == pytest.approx(angles[0], abs=1e-9)
+    assert attrs["candidate_angle_median"] == pytest.approx((angles[14] + angles[15]) / 2, abs=1e-9)
+    assert _cosine(eps, reference) == pytest.approx(max(cosines), rel=1e-5)
+    ref_norm = float(_flat64(reference).norm())
+    assert float(_flat64(eps).norm()) == pytest.approx(ref_norm, rel=1e-6)
+    ratio = ref_norm / float(_flat64(candidates[best]).norm())
+    for name in params:
+        torch.testing.assert_close(eps[name], candidates[best][name] * ratio)
+    assert attrs["angle_to_reference"] == pytest.approx(attrs["closest_angle"], abs=1e-4)
+    # bias_bn zero (the noise default) zeroes the 1-D tensors before the norm is matched
+    refs = {"closest_to": reference}
+    zeroed = make_direction({**spec, "bias_bn": "zero"}, model, references=refs)
+    assert float(_flat64(zeroed).norm()) == pytest.approx(ref_norm, rel=1e-6)
+    assert all(not zeroed[n].any() for n, p in params.items() if p.dim() == 1)
+
+
+def test_match_and_closest_to_are_checked(vgg):
+    ref = {n: torch.ones_like(p) for n, p in trainable(vgg).items()}
+    with pytest.raises(ValueError, match="normalization: 'match' needs closest_to"):
+        make_direction({"normalization": "match"}, vgg, references={"closest_to": ref})
+    spec = {"closest_to": {"direction": "g", "candidates": 3}}
+    with pytest.raises(ValueError, match=r"closest_to: needs references\['closest_to'\]"):
+        make_direction(spec, vgg)
+    zero = {n: torch.zeros_like(p) for n, p in ref.items()}
+    with pytest.raises(ValueError, match="closest_to: the reference direction is zero"):
+        make_direction(spec, vgg, references={"closest_to": zero})
+    with pytest.raises(ValueError, match="closest_to: applies to kind 'noise'"):
+        make_direction({**spec, "kind": "special"}, vgg, references={"closest_to": ref})
+
+
+def test_write_direction_closest_to_a_direction_file(tmp_path):
+    """The reference is the direction file of the same checkpoint; the file records the choice
+    and the reference as an input; a reference of another checkpoint is refused."""
+    spec = {"arch": "mlp", "hidden": [6]}
+    torch.manual_seed(0)
+    model = build_model(spec, 10, (1, 8, 8))
+    save_checkpoint(tmp_path / "e0.pt", model, spec, 0)
+    save_checkpoint(tmp_path / "e5.pt", model, spec, 5)
+    gradient = {"kind": "gradient", "batches": 1, "batch_size": 64}
+    dataset = {"source": "digits"}
+    write_direction(tmp_path / "e0.pt", tmp_path / "grad.h5", gradient, dataset=dataset)
+    closest = {
+        "kind": "noise",
+        "seed": 1,
+        "closest_to": {"direction": "grad", "candidates": 10},
+        "normalization": "match",
+    }
+    out = tmp_path / "closest.h5"
+    write_direction(tmp_path / "e0.pt", out, closest, reference_direction=tmp_path / "grad.h5")
+    art, grad = store.open(out), store.open(tmp_path / "grad.h5")
+    assert set(art.inputs) == {"checkpoint", "closest_to"}
+    assert art.attrs["direction_norm"] == pytest.approx(grad.attrs["direction_norm"], rel=1e-6)
+    assert 0 <= art.attrs["closest_index"] < 10
+    assert art.attrs["candidate_angle_min"] == pytest.approx(art.attrs["closest_angle"])
+    assert art.attrs["candidate_angle_min"] <= art.attrs["candidate_angle_median"] < 95
+    with pytest.raises(ValueError, match=r"grad\.h5: a direction of run 'r' epoch 0, not"):
+        write_direction(
+            tmp_path / "e5.pt", tmp_path / "x.h5", closest, reference_direction=tmp_path / "grad.h5"
+        )
+
+
+def test_mined_vvv_from_another_run_starts_at_its_checkpoint(tmp_path):
+    """Algorithm 2 with phi_init: run starts phi at the other run's checkpoint: with a negligible
+    step the direction is theta_other - theta (to float32 rounding of theta + (other - theta));
+    the file records the other run and epoch; another architecture is refused naming phi_run."""
+    spec = {"arch": "mlp", "hidden": [6]}
+    torch.manual_seed(0)
+    theta = build_model(spec, 10, (1, 8, 8))
+    torch.manual_seed(5)
+    other = build_model(spec, 10, (1, 8, 8))
+    save_checkpoint(tmp_path / "theta.pt", theta, spec, 3)
+    torch.save(
+        {
+            "model": other.state_dict(),
+            "meta": {
+                "spec": {"model": spec, "model_name": "tiny"},
+                "num_classes": 10,
+                "input_shape": [1, 8, 8],
+                "run": "second",
+                "epoch": 2,
+            },
+        },
+        tmp_path / "other.pt",
+    )
+    mined = {
+        "kind": "mined",
+        "algorithm": "vvv",
+        "epochs": 1,
+        "batches": 1,
+        "lr": 1e-12,
+        "phi_init": "run",
+        "phi_run": "second",
+    }
+    out = tmp_path / "d.h5"
+    refs = {"phi_init": tmp_path / "other.pt"}
+    dataset = {"source": "digits"}
+    write_direction(tmp_path / "theta.pt", out, mined, references=refs, dataset=dataset)
+    art = store.open(out)
+    eps = art.tensors("params")
+    theta_params, other_params = dict(theta.named_parameters()), dict(other.named_parameters())
+    for name, p in theta_params.items():
+        expected = (other_params[name] - p).detach()
+        largest = max(p.abs().max(), other_params[name].abs().max())
+        ulp = 2 * torch.finfo(torch.float32).eps * largest
+        assert (torch.as_tensor(eps[name]) - expected).abs().max() <= ulp, name
+    assert (art.attrs["phi_run"], art.attrs["phi_epoch"]) == ("second", 2)
+    assert set(art.inputs) == {"checkpoint", "phi_init"} and "init_seed" not in art.attrs
+    assert art.attrs["relative_norm"] > 0.5
+    wide = build_model({"arch": "mlp", "hidden": [7]}, 10, (1, 8, 8))
+    save_checkpoint(tmp_path / "wide.pt", wide, {"arch": "mlp", "hidden": [7]}, 2)
+    with pytest.raises(ValueError, match=r"phi_run 'second' \(.*wide\.pt\): parameter .* shape"):
+        write_direction(
+            tmp_path / "theta.pt",
+            tmp_path / "x.h5",
+            mined,
+            references={"phi_init": tmp_path / "wide.pt"},
+            dataset={"source": "digits"},
+        )
+
+
+def test_phi_init_run_is_checked(vgg, digits):
+    vvv = {"kind": "mined", "algorithm": "vvv", "epochs": 1, "batch_size": 8, "phi_init": "run"}
+    with pytest.raises(ValueError, match=r"phi_init 'run': needs references\['phi_init'\]"):
+        make_direction(vvv, vgg, data=digits)
+    with pytest.raises(ValueError, match="phi_init: 'run' applies to algorithm 'vvv'"):
+        make_direction({**vvv, "algorithm": "wpeak"}, vgg, data=digits)
+    assert required_references({**vvv, "phi_run": "b", "phi_epoch": 4}) == {
+        "phi_init": {"run": "b", "epoch": 4}
+    }
+    assert required_references({**vvv, "phi_run": "b"}) == {"phi_init": {"run": "b", "epoch": None}}

@@ -327,7 +327,9 @@ def test_curve_and_surface_figures_say_how_bn_statistics_were_treated(tmp_path, 
     from landscape.train import train_model
 
     titles = []
-    monkeypatch.setattr(plots, "_save", lambda fig, out: titles.append(fig._suptitle.get_text()))
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, out: titles.append(fig._suptitle.get_text())
+    )
     dataset = {"source": "digits"}
     base = {"lambda": {"min": -1.0, "max": 1.0, "num": 3}, "splits": ["test"]}
     base |= {"bn_batches": 1, "batch_size": 256}

@@ -18,7 +18,7 @@ NAMES = ["g_batch[0]", "g_batch[1]", "theta_f - theta_cur"]
 def figures(monkeypatch):
     """The figures the plot functions make, kept open instead of written."""
     made = []
-    monkeypatch.setattr(plots, "_save", lambda fig, out: made.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: made.append(fig))
     yield made
     for fig in made:
         plots.plt.close(fig)

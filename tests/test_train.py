@@ -202,3 +202,129 @@ def test_adding_a_checkpoint_retrains_nothing_and_changing_epochs_retrains_all(t
     # the cosine schedule depends on the total: a longer run retrains every checkpoint
     edit_config(tmp_path, lambda c: c["runs"]["vgg_bn"]["train"].update(epochs=3))
     assert _planned_checkpoints(tmp_path, *targets) == {"epoch0", "epoch1", "epoch2"}
+
+
+# ----------------------------------------------------------------------------- fine-tuning (init)
+
+
+def pre_spec():
+    """A pre-training run on digits 0-4 (the head keeps its 10 outputs)."""
+    s = spec(epochs=2, seed=5)
+    return {**s, "run": "pre", "dataset_name": "digits_04",
+            "dataset": {"source": "digits", "classes": [0, 1, 2, 3, 4]}}
+
+
+def fine_spec(source_spec, epoch=2, **train):
+    """A fine-tuning run on all digits, initialized from ``source_spec``'s run at ``epoch``."""
+    init = {"run": source_spec["run"], "epoch": epoch, "spec": source_spec}
+    return {**spec(epochs=2, lr=0.01, seed=3, init=init, **train), "run": "ft"}
+
+
+def test_fine_tune_starts_from_the_source_parameters_and_buffers(tmp_path, digits):
+    pre = chain(tmp_path / "pre", [0, 2], pre_spec())
+    source = store.read_checkpoint(pre[2])
+    assert source["model"]["features.1.running_mean"].abs().sum() > 0  # BN statistics trained
+    ft0 = tmp_path / "ft" / "epoch0.pt"
+    train_model(ft0, fine_spec(pre_spec()), 0, init=pre[2], device="cpu")
+    state = store.read_checkpoint(ft0)
+    assert tensors_equal(state["model"], source["model"])  # running stats and counters too
+    assert state["optimizer"]["state"] == {}  # fresh optimizer: no momentum buffers
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.01
+    meta = state["meta"]
+    assert meta["inputs"] == {"init": {"path": str(pre[2]), "sha256": store.sha256_file(pre[2])}}
+    model, _ = load_model(ft0)
+    with torch.no_grad():  # epoch 0 is evaluated on this run's data: all ten classes
+        loss = torch.nn.functional.cross_entropy(model(digits.test.x), digits.test.y).item()
+    assert meta["history"][0]["test_loss"] == pytest.approx(loss, rel=1e-5)
+    assert meta["history"][0]["test_acc"] < 0.6  # classes 5-9 were never seen
+
+
+def test_fine_tuning_trains_like_a_fresh_optimizer_on_the_loaded_weights(tmp_path, digits):
+    """Reference: load the source weights into a model by hand and run SGD from zero momentum."""
+    from landscape.train import TrainConfig, make_optimizer, train_epoch
+
+    pre = chain(tmp_path / "pre", [0, 2], pre_spec())
+    ft = fine_spec(pre_spec())
+    paths = {0: tmp_path / "ft0.pt", 1: tmp_path / "ft1.pt"}
+    train_model(paths[0], ft, 0, init=pre[2], device="cpu")
+    train_model(paths[1], ft, 1, previous=paths[0], device="cpu")
+    model, _ = load_model(pre[2])
+    cfg = TrainConfig.from_spec(ft["train"])
+    train_epoch(model, make_optimizer(model, cfg), digits.train, cfg, 0)
+    assert tensors_equal(store.read_checkpoint(paths[1])["model"], model.state_dict())
+
+
+def test_fine_tune_chains_resume_exactly_and_depend_on_the_source(tmp_path):
+    pre = chain(tmp_path / "pre", [0, 1, 2], pre_spec())
+
+    def fine(directory, epochs, source=pre[2], s=None):
+        s = s or fine_spec(pre_spec())
+        paths, previous = {}, None
+        for e in epochs:
+            paths[e] = tmp_path / directory / f"epoch{e}.pt"
+            train_model(paths[e], s, e, previous=previous, init=source if e == 0 else None,
+                        device="cpu")
+            previous = paths[e]
+        return store.read_checkpoint(paths[max(epochs)])
+
+    direct, segmented = fine("a", [0, 2]), fine("b", [0, 1, 2])
+    assert tensors_equal(direct["model"], segmented["model"])
+    assert direct["meta"]["history"] == segmented["meta"]["history"]
+    earlier = fine("c", [0, 2], source=pre[1], s=fine_spec(pre_spec(), epoch=1))
+    assert not tensors_equal(direct["model"], earlier["model"])
+
+
+def test_bad_init_checkpoints_name_the_key(tmp_path):
+    pre = chain(tmp_path / "pre", [0, 2], pre_spec())
+    out = tmp_path / "ft0.pt"
+    with pytest.raises(ValueError, match=r"runs\.ft\.train\.init: .*checkpoint of run 'pre'"):
+        train_model(out, fine_spec(pre_spec()), 0, device="cpu")  # no source checkpoint given
+    with pytest.raises(ValueError, match=r"runs\.ft\.train\.init: .*epoch 0.*epoch 2"):
+        train_model(out, fine_spec(pre_spec()), 0, init=pre[0], device="cpu")
+    wide = {**fine_spec(pre_spec()), "model": {"arch": "vgg", "layers": [8, "M", 32]}}
+    with pytest.raises(ValueError, match=r"runs\.ft\.train\.init: .*model"):
+        train_model(out, wide, 0, init=pre[2], device="cpu")
+    other = fine_spec({**pre_spec(), "train": {**pre_spec()["train"], "lr": 0.5}})
+    with pytest.raises(ValueError, match=r"runs\.ft\.train\.init: .*another spec"):
+        train_model(out, other, 0, init=pre[2], device="cpu")
+    with pytest.raises(ValueError, match=r"run 'r'.*no train\.init"):
+        train_model(out, spec(), 0, init=pre[2], device="cpu")
+    with pytest.raises(ValueError, match=r"runs\.ft\.train\.init: .*only at epoch 0"):
+        train_model(out, fine_spec(pre_spec()), 2, previous=pre[0], init=pre[2], device="cpu")
+    assert not out.exists()
+
+
+@pytest.mark.workflow
+def test_workflow_fine_tunes_from_the_pretrained_checkpoint_and_follows_its_changes(tmp_path):
+    import yaml
+    from workflow_utils import REPO, edit_config, snakemake
+
+    config = yaml.safe_load((REPO / "tests/configs/reliability.yaml").read_text())
+    config["datasets"]["digits_04"] = {"source": "digits", "classes": [0, 1, 2, 3, 4]}
+    train = config["runs"]["vgg_bn"]["train"]
+    config["runs"] = {
+        "pre": {"dataset": "digits_04", "model": "vgg_bn", "train": train},
+        "ft": {"dataset": "digits", "model": "vgg_bn",
+               "train": {**train, "lr": 0.01, "init": {"run": "pre"}}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    pre = "results/digits_04/vgg_bn/pre/checkpoints/epoch{}.pt"
+    ft = "results/digits/vgg_bn/ft/checkpoints/epoch{}.pt"
+    snakemake(tmp_path, ft.format(1))
+    source = store.read_checkpoint(tmp_path / pre.format(1))
+    start = store.read_checkpoint(tmp_path / ft.format(0))
+    assert tensors_equal(start["model"], source["model"])
+    assert start["meta"]["inputs"]["init"]["path"] == pre.format(1)
+    assert start["meta"]["spec"]["train"]["init"]["spec"] == source["meta"]["spec"]
+    assert _planned_checkpoints(tmp_path, ft.format(1)) == set()
+
+    # another pre-training retrains the fine-tune; the fine-tune's own schedule retrains only it
+    edit_config(tmp_path, lambda c: c["runs"]["pre"]["train"].update(lr=0.05))
+    dry = snakemake(tmp_path, ft.format(1), "-n")
+    planned = set(re.findall(r"output: (\S*/checkpoints/epoch\d+\.pt)", dry.stdout + dry.stderr))
+    assert planned == {pre.format(0), pre.format(1), ft.format(0), ft.format(1)}
+    edit_config(tmp_path, lambda c: c["runs"]["pre"]["train"].update(lr=0.1))
+    edit_config(tmp_path, lambda c: c["runs"]["ft"]["train"].update(lr=0.02))
+    dry = snakemake(tmp_path, ft.format(1), "-n")
+    planned = set(re.findall(r"output: (\S*/checkpoints/epoch\d+\.pt)", dry.stdout + dry.stderr))
+    assert planned == {ft.format(0), ft.format(1)}
