@@ -104,11 +104,12 @@ def read_artifact(path: str | Path, base: str | Path = ".") -> Artifact:
 
 
 def is_gaussian(spec: dict, epoch: int = 0, run: str | None = None) -> bool:
-    """A plain Gaussian noise direction (no sign constraint)."""
+    """A plain Gaussian noise direction: no sign constraint, not chosen for its overlap (V6)."""
     return (
         spec.get("kind") == "noise"
         and spec.get("distribution") == "gaussian"
         and spec.get("sign", "none") == "none"
+        and "closest_to" not in spec
     )
 
 

@@ -38,6 +38,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from landscape.digits import load_digits, stratified_split
+
 __all__ = [
     "SOURCES",
     "DataBundle",
@@ -483,9 +485,6 @@ def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) 
     The mean and standard deviation are those of the whole training split, whatever ``classes``
     and ``max_train`` keep: the inputs of a run on some classes are those of a run on all.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     fraction = spec.get("test_fraction", 0.25)
     if fraction is None:
         fraction = 0.25
@@ -500,12 +499,9 @@ def _load_digits(spec: Mapping[str, Any], device: torch.device | str, key: str) 
     subset_seed = _subset_seed(spec, key)
     classes = _classes(spec, key, 10)
 
-    digits = load_digits()
-    images = digits.images.astype(np.float64) / 16.0
-    labels = digits.target.astype(np.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=float(fraction), random_state=seed, stratify=labels
-    )
+    images, labels = load_digits()
+    images = images / 16.0
+    idx_train, idx_test = stratified_split(labels, float(fraction), seed)
     mean = images[idx_train].mean()
     std = images[idx_train].std()
     images = ((images - mean) / std).astype(np.float32)[:, None, :, :]

@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +32,9 @@ from landscape.data import DataBundle, Split, load_data
 from landscape.directions import Direction, orthogonalize
 from landscape.grid import GridEvaluator
 from landscape.train import load_model, resolve_device
+
+if TYPE_CHECKING:  # pandas only for the taxonomy table, not in the evaluation jobs
+    import pandas as pd
 
 BN_MODES = ("keep", "recompute")
 ANALYSIS_FIELDS = ("n_stationary", "mean_pos", "mean_neg", "ratio", "difference")
@@ -281,6 +283,8 @@ def read_analysis(path: str | Path) -> pd.DataFrame:
     Columns: ``metric``, ``type``, ``n_stationary``, ``stationary`` (the lambdas), ``mean_pos``,
     ``mean_neg``, ``ratio``, ``difference``, then the curve's ``run`` and ``epoch``.
     """
+    import pandas as pd
+
     art = store.open(path)
     lambdas = art["lambda"]
     rows = []
@@ -308,6 +312,8 @@ def curve_table(paths: Sequence[str | Path]) -> pd.DataFrame:
 
     Paths end in ``{dataset}/{model}/{run}/curves/epoch{E}/{curve}.h5`` (the store's layout).
     """
+    import pandas as pd
+
     frames = []
     for path in paths:
         frame = read_analysis(path)

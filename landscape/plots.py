@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
-import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from landscape import store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLIT_STYLE = {"train": "-", "test": "--"}
 
@@ -362,6 +365,8 @@ def curve_type_grid(table: pd.DataFrame) -> tuple[list[str], list[str], np.ndarr
 
 def _read_curve_table(path: str | Path) -> pd.DataFrame:
     """The taxonomy CSV; one of no curves gives an empty frame with the columns used here."""
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:

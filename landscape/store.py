@@ -36,11 +36,13 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: jobs that only write skip it
+    import pandas as pd
 
 SCHEMA_VERSION: int = 1
 
@@ -635,6 +637,8 @@ class Artifact:
         Raises:
             ValueError: if there is no such dataset or the datasets do not share dims.
         """
+        import pandas as pd
+
         scales = set(self.scales)
         if names is None:
             gridded = [n for n, d in self.dims.items() if n not in scales and d and all(d)]
@@ -960,6 +964,8 @@ def catalog(
         (from an ``epoch{N}`` part), ``name`` (file stem), ``error`` (``""`` if readable) and
         ``stale`` (True, False, or NA for an unreadable file); sorted by ``path``.
     """
+    import pandas as pd
+
     root = Path(results_dir)
     files = sorted(
         p

@@ -194,3 +194,12 @@ def test_wine_bottle_claim_at_the_earliest_checkpoint(tmp_path):
         "N.E. x N.E. surfaces look like a wine bottle's bottom",
     )
     assert wine["value"] == 0.0 and not wine["holds"]
+
+
+def test_a_gaussian_chosen_for_its_overlap_is_not_a_gmi_direction():
+    from landscape.claims import is_gaussian
+
+    plain = {"kind": "noise", "distribution": "gaussian", "seed": 1}
+    assert is_gaussian(plain)
+    assert not is_gaussian({**plain, "closest_to": {"direction": "grad", "candidates": 100}})
+    assert not is_gaussian({**plain, "sign": "consistent"})

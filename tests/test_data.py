@@ -665,3 +665,35 @@ def test_classes_leaving_a_split_empty_name_the_key(tmp_path: Path) -> None:
     message = r"datasets\.c\.classes: no test samples of classes \[9\]"
     with pytest.raises(DatasetError, match=message):
         load_data(spec, key="datasets.c")
+
+
+@pytest.mark.parametrize(
+    ("fraction", "seed"), [(0.25, 0), (0.25, 3), (0.1, 0), (0.5, 7), (0.33, 1)]
+)
+def test_digits_without_sklearn_are_sklearns_images_and_split(fraction, seed):
+    """The digits and their stratified split, read without importing scikit-learn, are its own."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    from landscape.digits import load_digits, stratified_split
+
+    reference = sklearn_digits()
+    images, labels = load_digits()
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(labels, reference.target)
+    train, test = stratified_split(labels, fraction, seed)
+    ref_train, ref_test = train_test_split(
+        np.arange(labels.size), test_size=fraction, random_state=seed, stratify=labels
+    )
+    np.testing.assert_array_equal(train, ref_train)
+    np.testing.assert_array_equal(test, ref_test)
+
+
+def test_loading_the_digits_imports_no_sklearn():
+    import subprocess
+    import sys
+
+    code = "import sys; from landscape.data import load_data; load_data({'source': 'digits'}); "
+    code += "print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
