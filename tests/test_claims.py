@@ -203,3 +203,14 @@ def test_a_gaussian_chosen_for_its_overlap_is_not_a_gmi_direction():
     assert is_gaussian(plain)
     assert not is_gaussian({**plain, "closest_to": {"direction": "grad", "candidates": 100}})
     assert not is_gaussian({**plain, "sign": "consistent"})
+
+
+def test_gmi_reads_the_train_loss_that_theta_minimizes(tmp_path):
+    """A trained model need not sit at a minimum of the test loss: GMI reads the train loss."""
+    shifted = (LAM + 0.1) ** 2  # test minimum one step from theta
+    path = write_curve(tmp_path, "g", GAUSSIAN, 5, {"train/loss": LAM**2, "test/loss": shifted})
+    gmi = row(claims.claims_table([path]), "Gaussian curves are v-basins (GMI)")
+    assert gmi["value"] == 1.0 and gmi["holds"]
+    only_test = write_curve(tmp_path, "h", GAUSSIAN, 5, {"test/loss": shifted})
+    gmi = row(claims.claims_table([path, only_test]), "Gaussian curves are v-basins (GMI)")
+    assert gmi["value"] == 0.5 and "h: v-side" in gmi["detail"]
