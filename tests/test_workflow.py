@@ -6,6 +6,7 @@ direction and what reads it, not the training; a changed run reruns only that ru
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,28 @@ def test_default_config_parses():
         text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def planned_jobs(*args: str) -> dict[str, int]:
+    """Jobs per rule of a dry run of the default workflow from scratch, with extra arguments."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "rules", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.MULTILINE)
+    return {rule: int(count) for rule, count in rows}
+
+
+def test_full_embedded_set_merges_into_the_default():
+    """config/embedded_full.yaml on top of config.yaml adds curves (five seeds, P.E./N.E.1-5,
+    seven view scales) that the merged figures draw: the merged config passes every check."""
+    full = planned_jobs("--configfile", "config.yaml", "config/embedded_full.yaml")
+    default = planned_jobs()
+    assert full["compute_curve"] >= default["compute_curve"] + 20
+    assert full["plot_figure"] == default["plot_figure"] + 2  # V6 on VGG-BN, V12 Gau. x Mine
 
 
 def test_outputs_and_catalog(workdir):
