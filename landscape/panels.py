@@ -2,8 +2,9 @@
 
 A curve panel draws one line per curve, the number of stationary points of the drawn metric in
 the legend (Li et al.'s count, :func:`landscape.curves.count_stationary`), the dotted log(C) line
-of a random guess under the loss, a black dotted line at theta (lambda 0) and red dotted lines at
-the figure's ``marks``. A surface panel draws filled contours of log10 loss with theta marked.
+of a random guess under the loss (where it does not flatten the curves, see
+:func:`landscape.plots.chance_line`), a black dotted line at theta (lambda 0) and red dotted lines
+at the figure's ``marks``. A surface panel draws filled contours of log10 loss with theta marked.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from landscape import store
 from landscape.curves import count_stationary
 from landscape.figures import figure_members
-from landscape.plots import bn_label, loss_spans_decades, plt, save_figure
+from landscape.plots import bn_label, chance_line, loss_spans_decades, plt, save_figure
 
 MAX_COLUMNS = 4
 TITLE_CHARS_PER_INCH = 13  # at fontsize 10
@@ -57,9 +58,8 @@ def _curve_panel(
             lw=1.2,
             label=f"{line['label']} ({count_stationary(y)})",
         )
-    num_classes = arts[0].attrs.get("num_classes")
-    if metric == "loss" and num_classes:
-        ax.axhline(math.log(num_classes), color="k", ls=":", lw=1, label="log(C)")
+    if metric == "loss":
+        chance_line(ax, arts[0].attrs.get("num_classes"), np.concatenate(values))
     ax.axvline(0.0, color="k", ls=":", lw=0.8)
     for mark in marks:
         ax.axvline(mark, color="r", ls=":", lw=0.8)

@@ -42,10 +42,9 @@ def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> 
     for s in splits:
         ax_loss.plot(lam, art[f"{s}/loss"], SPLIT_STYLE[s], marker=".", label=s)
         ax_err.plot(lam, art[f"{s}/error"], SPLIT_STYLE[s], marker=".", label=s)
-    num_classes = art.attrs.get("num_classes")
-    if num_classes:
-        ax_loss.axhline(math.log(num_classes), color="k", ls=":", lw=1, label="log(C)")
-    log = loss_spans_decades(np.concatenate([art[f"{s}/loss"] for s in splits]))
+    losses = np.concatenate([art[f"{s}/loss"] for s in splits])
+    chance_line(ax_loss, art.attrs.get("num_classes"), losses)
+    log = loss_spans_decades(losses)
     ax_loss.set(xlabel="lambda", ylabel="loss (log scale)" if log else "loss")
     if log:
         ax_loss.set_yscale("log")
@@ -56,6 +55,24 @@ def plot_curve(curve: str | Path, out: str | Path, title: str | None = None) -> 
 
 
 LOG_SPAN = 100.0
+CHANCE_REACH = 2.0
+
+
+def chance_line(ax: plt.Axes, num_classes: int | None, loss: np.ndarray) -> bool:
+    """Draws the dotted log(C) line of a random guess where it does not flatten the curves.
+
+    The line is drawn when it lies below :data:`CHANCE_REACH` times the largest finite loss;
+    further above, stretching the axis to reach it would squash the curves into a flat line (a
+    converged model over a small lambda range), so it is left out. Returns whether it was drawn.
+    """
+    finite = loss[np.isfinite(loss)]
+    if not num_classes or finite.size == 0:
+        return False
+    chance = math.log(num_classes)
+    if chance > CHANCE_REACH * finite.max():
+        return False
+    ax.axhline(chance, color="k", ls=":", lw=1, label="log(C)")
+    return True
 
 
 def loss_spans_decades(loss: np.ndarray) -> bool:

@@ -114,7 +114,7 @@ def test_curve_panels_draw_each_curve_with_its_stationary_points_and_the_referen
     tmp_path, drawn
 ):
     lam = np.linspace(-1, 1, 41)
-    v = lam**2 + 0.1
+    v = 2 * lam**2 + 0.1  # reaches log(C) / 2: the chance line is drawn
     w = (lam**2 - 0.25) ** 2 + 0.1  # two minima and a peak at 0: three stationary points
     write_curve(tmp_path / "v.h5", lam, v)
     write_curve(tmp_path / "w.h5", lam, w)
@@ -153,3 +153,15 @@ def test_a_loss_spanning_decades_is_drawn_on_a_log_axis_and_surfaces_as_contours
     assert surface_ax.collections  # filled contours
     with pytest.raises(ValueError, match="2 curves and surfaces in the panels, 1 files"):
         panels.plot_figure(spec, [tmp_path / "c.h5"], "f.png", title="t")
+
+
+def test_a_small_loss_change_is_not_flattened_by_the_chance_line(tmp_path, drawn):
+    """V6 at s = 0.01: the loss moves by 1e-3 near 0.1; log(C) = 2.3 would squash it flat."""
+    lam = np.linspace(-0.01, 0.01, 21)
+    write_curve(tmp_path / "c.h5", lam, 0.1 - 0.1 * lam)
+    spec = figure_panels(config(panels={"p": ["g"]}), "f", "a", 30)
+    panels.plot_figure(spec, [tmp_path / "c.h5"], "f.png", title="t")
+    (ax,) = drawn[0].axes
+    low, high = ax.get_ylim()
+    assert high - low < 0.01 and low < 0.099 and high > 0.101
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["g (0)"]
