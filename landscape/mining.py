@@ -53,7 +53,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
-from landscape.directions import Direction, negative_gradient, noise, normalize, trainable
+from landscape.directions.base import Direction, normalize, trainable
+from landscape.directions.gradient import negative_gradient
+from landscape.directions.noise import noise
 from landscape.hessian import (
     HessianLinearOperator,
     LossFn,

@@ -731,3 +731,152 @@ def test_phi_init_run_is_checked(vgg, digits):
         "phi_init": {"run": "b", "epoch": 4}
     }
     assert required_references({**vvv, "phi_run": "b"}) == {"phi_init": {"run": "b", "epoch": None}}
+
+
+# --------------------------------------------------------------------------- package structure
+
+
+def test_kind_modules_import_downwards_only():
+    """The kinds are a package with a registry; mining imports the package's primitives, and
+    the package imports mining only from its ``mined`` module, loaded when first built."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import landscape.mining\n"
+        "assert 'landscape.directions.mined' not in sys.modules\n"
+        "import landscape.directions as d\n"
+        "assert 'mined' not in d.BUILDERS and set(d.BUILDERS) == set(d.KINDS) - {'mined'}\n"
+        "assert d.builder('mined') is d.BUILDERS['mined']\n"
+        "assert 'landscape.directions.mined' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    fresh = "import sys, landscape.directions\nassert 'landscape.mining' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", fresh], check=True)
+
+
+# --------------------------------------------------------------------------- sign ratio (A2)
+
+
+def _agreeing(d, theta):
+    return {n: torch.sign(d[n]) == torch.sign(t) for n, t in theta.items()}
+
+
+GAUSS_THETA = {
+    "conv": torch.randn(6, 3, 3, 3, generator=torch.Generator().manual_seed(11)),
+    "w": torch.randn(17, 9, generator=torch.Generator().manual_seed(12)),
+    "b": torch.randn(13, generator=torch.Generator().manual_seed(13)),
+}
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 1.0])
+def test_sign_ratio_is_the_share_of_elements_agreeing_with_theta(ratio):
+    """A2's x-axis: after the transform exactly round(r * n) elements of each tensor agree in
+    sign with theta (the others disagree), magnitudes kept; the measured share is r up to the
+    rounding of each tensor's count."""
+    eps = noise(GAUSS_THETA, "gaussian", 6)
+    d = sign_consistent(eps, GAUSS_THETA, ratio=ratio, seed=3)
+    agreeing = _agreeing(d, GAUSS_THETA)
+    for name, t in GAUSS_THETA.items():
+        assert int(agreeing[name].sum()) == round(ratio * t.numel()), name
+        assert torch.equal(d[name].abs(), eps[name].abs()), name
+        disagree = ~agreeing[name]
+        assert torch.equal(torch.sign(d[name])[disagree], -torch.sign(t)[disagree]), name
+    n = sum(t.numel() for t in GAUSS_THETA.values())
+    share = sum(int(a.sum()) for a in agreeing.values()) / n
+    assert share == pytest.approx(ratio, abs=len(GAUSS_THETA) / (2 * n))  # rounding per tensor
+
+
+def test_sign_ratio_choices_are_nested_and_zeros_of_theta_agree():
+    eps = noise(GAUSS_THETA, "gaussian", 6)
+    import itertools
+
+    ratios = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
+    sets = [_agreeing(sign_consistent(eps, GAUSS_THETA, r, seed=3), GAUSS_THETA) for r in ratios]
+    for small, large in itertools.pairwise(sets):
+        assert all(bool((small[n] <= large[n]).all()) for n in GAUSS_THETA)
+    # theta with 4 zeros among 20 elements: they become 0 and agree, counting towards round(r n).
+    theta = {"w": torch.tensor([0.0, 0, 0, 0] + [1.0, -2.0] * 8)}
+    e = {"w": torch.linspace(-1, 1, 20) + 0.025}  # no zeros
+    for ratio, expected in ((0.0, 4), (0.1, 4), (0.3, 6), (0.5, 10), (1.0, 20)):
+        d = sign_consistent(e, theta, ratio, seed=1)
+        assert torch.count_nonzero(d["w"][:4]) == 0
+        assert int(_agreeing(d, theta)["w"].sum()) == expected, ratio
+
+
+def test_sign_ratio_survives_filter_normalization(vgg):
+    """Filter-NS scales each filter by a positive factor, so the share of the finished direction's
+    elements that agree with theta (2-D and larger tensors) is the sign_ratio."""
+    params = trainable(vgg)
+    spec = {"sign": "consistent", "sign_ratio": 0.3, "normalization": "filter", "seed": 2}
+    d = make_direction(spec, vgg)
+    for name, p in params.items():
+        if p.dim() > 1:
+            assert int((torch.sign(d[name]) == torch.sign(p)).sum()) == round(0.3 * p.numel())
+
+
+# --------------------------------------------------------------------------- bias_bn like_weights
+
+
+@pytest.fixture
+def trained_bn(vgg):
+    """The vgg fixture with 1-D parameters of both signs and many sizes (not the init's 1 and 0)."""
+    g = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        for p in vgg.parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.8 + 0.3)
+    return vgg
+
+
+BN_NAMES = {"features.1.weight", "features.1.bias", "features.5.weight", "features.5.bias"}
+
+
+def test_bn_noise_like_weights_filter_scales_each_element_to_its_parameter(trained_bn):
+    """A4/A5: Filter-NS noise restricted to BN perturbs exactly the BN weights and biases, each
+    element its own filter: eps_i <- |w_i| sign(eps_i)."""
+    params = trainable(trained_bn)
+    assert set(group_names(trained_bn, "BN")) == BN_NAMES
+    spec = {"group": "BN", "normalization": "filter", "bias_bn": "like_weights", "seed": 5}
+    d = make_direction(spec, trained_bn)
+    eps = noise(params, "gaussian", 5)
+    for name, p in params.items():
+        if name not in BN_NAMES:
+            assert torch.count_nonzero(d[name]) == 0, name
+            continue
+        assert torch.count_nonzero(d[name]) == p.numel(), name
+        for i in range(p.numel()):  # by hand, one element at a time
+            expected = abs(float(p[i])) * math.copysign(1.0, float(eps[name][i]))
+            assert float(d[name][i]) == pytest.approx(expected, rel=1e-6), (name, i)
+    # The V-family default zeroes every 1-D tensor: BN noise is then the zero vector.
+    zero = make_direction({**spec, "bias_bn": "zero"}, trained_bn)
+    assert all(torch.count_nonzero(t) == 0 for t in zero.values())
+    # Over all groups the weights keep their per-filter norms and the classifier bias is
+    # element-wise too.
+    full = make_direction({**spec, "group": "ALL"}, trained_bn)
+    for name, p in params.items():
+        if p.dim() > 1:
+            assert filter_norms_match(full[name], p), name
+        else:
+            torch.testing.assert_close(full[name].abs(), p.abs(), rtol=1e-6, atol=0)
+
+
+def test_bn_noise_like_weights_norm_and_layer(trained_bn):
+    """Under Norm-Scaled the 1-D tensors are part of the global vector; under layer per tensor."""
+    params = trainable(trained_bn)
+    eps = {n: t.double() for n, t in noise(params, "gaussian", 7).items()}
+    theta_norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in params.values()))
+    eps_norm = math.sqrt(sum(float(e.pow(2).sum()) for e in eps.values()))
+    spec = {"normalization": "norm", "bias_bn": "like_weights", "seed": 7}
+    d = make_direction(spec, trained_bn)
+    for name in params:
+        expected = (eps[name] * (theta_norm / eps_norm)).float()
+        torch.testing.assert_close(d[name], expected, rtol=1e-5, atol=1e-7)
+    layer = make_direction({**spec, "normalization": "layer", "group": "BN"}, trained_bn)
+    for name, p in params.items():
+        if name in BN_NAMES:
+            expected = (eps[name] * (p.double().norm() / eps[name].norm())).float()
+            torch.testing.assert_close(layer[name], expected, rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.count_nonzero(layer[name]) == 0, name
