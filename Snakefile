@@ -20,9 +20,13 @@
 #   results/figures/angles/{dataset}/{model}/{run}/epoch{epoch}.png      plot_angles
 #   results/{dataset}/{model}/{run}/hessian/epoch{epoch}/cosines.h5      compute_cosines
 #   results/figures/hessian/{dataset}/{model}/{run}/epoch{epoch}/cosines.png  plot_cosines
+#   results/{dataset}/{model}/{run}/sweeps/epoch{epoch}/{sweep}.h5       compute_sweep
+#   results/figures/sweeps/{dataset}/{model}/{run}/epoch{epoch}/{sweep}.png  plot_sweep
 #   results/tables/curve_taxonomy.csv                                      write_curve_table
 #   results/figures/tables/curve_taxonomy.png                              plot_curve_table
 #   results/tables/claims.csv                                              write_claims
+#   results/pairs/{pair}.h5                                              compute_pair
+#   results/figures/pairs/{pair}.png                                     plot_pair
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 
@@ -48,6 +52,8 @@ include: "rules/landscape.smk"
 include: "rules/hessian.smk"
 include: "rules/experiments_second_order.smk"
 include: "rules/figures.smk"
+include: "rules/sweeps.smk"
+include: "rules/pairs.smk"
 include: "rules/report.smk"
 
 

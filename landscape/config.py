@@ -909,3 +909,380 @@ def resolve_bn_mode(config: Mapping[str, Any], family: str, name: str) -> str:
             f"different BN modes: {found}; set bn_mode to keep or recompute"
         )
     return next(iter(modes.values()), "recompute")
+
+
+# --------------------------------------------------------------------------- sweeps
+
+# Direction kinds a sweep builds from its checkpoint alone (special theta_0 also reads the run's
+# epoch-0 checkpoint, gradient the dataset the sweep evaluates on).
+SWEEP_KINDS = ("noise", "special", "gradient")
+# Every key of a direction block.
+DIRECTION_KEYS = frozenset(_TRANSFORM_KEYS).union(*_KIND_KEYS.values())
+SWEEP_PLOT_KINDS = ("grid", "ratio")
+
+
+def sweep_variants(
+    base: Mapping[str, Any], vary: Mapping[str, Sequence[Any]], where: str = "vary"
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The variants of a sweep: ``(values, direction block)`` for every combination of ``vary``.
+
+    The combinations are the cartesian product of the ``vary`` lists in their order, the first
+    key varying slowest (``itertools.product``); each block is ``base`` updated with its values.
+
+    >>> [v for v, _ in sweep_variants({"seed": 1}, {"sign": ["none", "consistent"],
+    ...     "distribution": ["gaussian", "laplace"]})]  # doctest: +NORMALIZE_WHITESPACE
+    [{'sign': 'none', 'distribution': 'gaussian'}, {'sign': 'none', 'distribution': 'laplace'},
+     {'sign': 'consistent', 'distribution': 'gaussian'},
+     {'sign': 'consistent', 'distribution': 'laplace'}]
+
+    Raises:
+        ConfigError: for a key that is no direction key, or an empty list, naming
+            ``{where}.{key}``.
+    """
+    import itertools
+
+    for key, values in vary.items():
+        if key not in DIRECTION_KEYS:
+            raise ConfigError(
+                f"{where}.{key}: not a key of a direction block (known: "
+                f"{', '.join(sorted(DIRECTION_KEYS))})"
+            )
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            raise ConfigError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
+    keys = list(vary)
+    return [
+        (dict(zip(keys, combo, strict=True)), {**base, **dict(zip(keys, combo, strict=True))})
+        for combo in itertools.product(*(vary[k] for k in keys))
+    ]
+
+
+def variant_label(values: Mapping[str, Any]) -> str:
+    """A variant's label: ``key=value`` pairs in ``vary`` order, comma-separated.
+
+    >>> variant_label({"distribution": "laplace", "sign": "consistent", "sign_ratio": 0.5})
+    'distribution=laplace,sign=consistent,sign_ratio=0.5'
+    """
+    return ",".join(
+        f"{k}={v if isinstance(v, str) else canonical(v)}" for k, v in values.items()
+    )
+
+
+def variant_direction_spec(block: Mapping[str, Any]) -> dict[str, Any]:
+    """What one variant's direction depends on: :func:`direction_spec` of its block."""
+    return direction_spec({"directions": {"variant": dict(block)}}, "variant")
+
+
+def sweep_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """What a sweep's values depend on (the spec of ``compute_sweep``).
+
+    Its block without run and epoch selection, ``plot`` and ``id``; ``base`` reduced to the
+    keys some variant's direction depends on; ``order``, the ``vary`` keys in config order
+    (canonical JSON sorts mapping keys); and ``variants``, the :func:`direction_spec` of every
+    variant's direction in sweep order, so that a change of any direction reruns the sweep.
+    """
+    block = config["sweeps"][name]
+    spec = {k: v for k, v in block.items() if k not in ("runs", "epochs", "plot", "id")}
+    variants = [
+        variant_direction_spec(b) for _, b in sweep_variants(block["base"], block["vary"])
+    ]
+    relevant = set().union(*variants)
+    spec["base"] = {k: v for k, v in block["base"].items() if k in relevant}
+    spec.setdefault("bn_mode", "recompute")
+    spec["order"] = list(block["vary"])
+    spec["variants"] = variants
+    return spec
+
+
+def sweep_references(
+    config: Mapping[str, Any], name: str, run: str
+) -> dict[str, tuple[str, int]]:
+    """Other checkpoints a sweep of ``run`` reads: ``{"theta_0": (run, 0)}`` if a variant is
+    the special direction ``theta_0``, else nothing."""
+    block = config["sweeps"][name]
+    for _, spec in sweep_variants(block["base"], block["vary"]):
+        if spec.get("kind") == "special" and spec.get("of") == "theta_0":
+            return {"theta_0": (run, 0)}
+    return {}
+
+
+def check_sweeps(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """Checks every ``sweeps`` block and gives its ``vary`` numbers their schema type, in place.
+
+    Each variant (``base`` updated with its ``vary`` values) must be a valid ``directions``
+    block of a kind a sweep builds (:data:`SWEEP_KINDS`, no ``closest_to``); ``plot`` names
+    ``vary`` keys and an evaluated split; runs, epochs and the lambda grid exist as for curves;
+    the sweep's job stays under ``limits.max_forward_passes_per_job``.
+
+    Raises:
+        ConfigError: naming the key, e.g. ``sweeps.a1.vary.distrib``.
+    """
+    for name, block in config.get("sweeps", {}).items():
+        key = f"sweeps.{name}"
+        _check_block(config, "sweeps", name, block, ())
+        variants = sweep_variants(block["base"], block["vary"], f"{key}.vary")
+        if len(variants) != len({variant_label(v) for v, _ in variants}):
+            raise ConfigError(f"{key}.vary: a list repeats a value (variants must differ)")
+        for values, spec in variants:
+            _check_variant(schema, key, values, spec)
+        _normalize_vary(block, schema)
+        _check_sweep_plot(key, block)
+        _check_sweep_cost(config, name, len(variants))
+
+
+def _direction_validator(schema: Mapping[str, Any]):
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator({"$defs": schema["$defs"], **schema["$defs"]["direction"]})
+
+
+def _check_variant(schema, key: str, values: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """One variant's direction block is valid and of a kind a sweep can build."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_direction_validator(schema).iter_errors(dict(spec)))
+    if error is not None:
+        part = next(iter(error.absolute_path), None)
+        if part is None and error.validator == "additionalProperties":
+            part = re.findall(r"'([^']*)'", error.message)[0]
+        where = f"{key}.vary.{part}" if part in values else f"{key}.base.{part}"
+        raise ConfigError(f"{where}: {error.message} (in variant {variant_label(values)})")
+    kind = spec.get("kind", "noise")
+    if kind not in SWEEP_KINDS:
+        where = f"{key}.vary.kind" if "kind" in values else f"{key}.base.kind"
+        raise ConfigError(
+            f"{where}: a sweep builds directions of kinds {list(SWEEP_KINDS)} only, not "
+            f"{kind!r} (make it a directions block and a curve)"
+        )
+    if "closest_to" in spec:
+        raise ConfigError(f"{key}.base.closest_to: not available in a sweep")
+
+
+def _normalize_vary(block: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """Each ``vary`` value with its direction key's type (``0`` -> ``0.0`` for sign_ratio)."""
+    wrapped = {"$defs": schema["$defs"], **schema["$defs"]["direction"]}
+    for k, values in block["vary"].items():
+        for i, value in enumerate(values):
+            one = {k: value}
+            normalize_numbers(one, wrapped)
+            values[i] = one[k]
+
+
+def _check_sweep_plot(key: str, block: Mapping[str, Any]) -> None:
+    plot = block.get("plot", {})
+    for role in ("rows", "cols", "lines", "x"):
+        value = plot.get(role)
+        if value is None:
+            continue
+        if value not in block["vary"]:
+            raise ConfigError(
+                f"{key}.plot.{role}: {value!r} is not a key of {key}.vary "
+                f"(keys: {', '.join(block['vary'])})"
+            )
+    placed = [plot.get(r) for r in ("rows", "cols", "lines") if plot.get(r) is not None]
+    if len(placed) != len(set(placed)):
+        raise ConfigError(f"{key}.plot: rows, cols and lines must name different keys")
+    split = plot.get("metric", "test/error").partition("/")[0]
+    if split not in block["splits"]:
+        raise ConfigError(
+            f"{key}.plot.metric: split {split!r} is not evaluated ({key}.splits: "
+            f"{block['splits']})"
+        )
+
+
+def _check_sweep_cost(config: Mapping[str, Any], name: str, variants: int) -> None:
+    """A sweep job evaluates ``variants * lambda.num`` points: refused past the limit."""
+    limit = config.get("limits", {}).get("max_forward_passes_per_job", DEFAULT_MAX_FORWARD_PASSES)
+    if limit is None:
+        return
+    block = config["sweeps"][name]
+    bn_mode = block.get("bn_mode", "recompute")
+    datasets = {config["runs"][run]["dataset"] for run in block_runs(config, block)}
+    per_point = max(
+        (_samples_per_point(block, bn_mode, config["datasets"][d]) for d in datasets), default=0
+    )
+    points = variants * block["lambda"]["num"]
+    if points * per_point > limit:
+        raise ConfigError(
+            f"sweeps.{name}.lambda.num: {variants} variants x {block['lambda']['num']} points is "
+            f"about {points * per_point:.2g} forward passes (examples) in one job, over "
+            f"limits.max_forward_passes_per_job = {limit:.2g} (vary less, use fewer points or "
+            "raise the limit)"
+        )
+
+
+# --------------------------------------------------------------------------- pairs (A7, A8)
+
+PAIR_TWO_RUNS = ("statistics", "interpolation", "ssr")
+
+
+def pair_input_name(index: int, epoch: int) -> str:
+    """Input name of the checkpoint of a pair block's ``runs[index]`` at ``epoch``.
+
+    >>> pair_input_name(1, 30)
+    'run1_epoch30'
+    """
+    return f"run{index}_epoch{epoch}"
+
+
+def _pair_epoch(config: Mapping[str, Any], run: str, epoch: int | str) -> int:
+    return final_epoch(config, run) if epoch == "final" else epoch
+
+
+def _pair_init(config: Mapping[str, Any], block: Mapping[str, Any]) -> tuple[str, int]:
+    init = block.get("init")
+    if init is None:
+        return block["runs"][0], 0
+    return init["run"], _pair_epoch(config, init["run"], init.get("epoch", "final"))
+
+
+def _on_grid(grid: Mapping[str, Any], value: float) -> bool:
+    lo, hi, num = grid["min"], grid["max"], grid["num"]
+    points = [lo] if num == 1 else [lo + i * (hi - lo) / (num - 1) for i in range(num)]
+    return any(abs(p - value) <= 1e-9 for p in points)
+
+
+def check_pairs(config: Mapping[str, Any]) -> None:
+    """Checks every ``pairs`` block: runs, epochs, init, dataset, one model, the lambda grid.
+
+    Raises:
+        ConfigError: naming the key, e.g. ``pairs.a7.runs: 'x' is not a key of runs``.
+    """
+    for name, block in config.get("pairs", {}).items():
+        key = f"pairs.{name}"
+        runs = block["runs"]
+        for run in runs:
+            if run not in config["runs"]:
+                raise ConfigError(f"{key}.runs: '{run}' is not a key of runs")
+        two = [c for c in block.get("compute", PAIR_TWO_RUNS) if c in PAIR_TWO_RUNS]
+        if two and len(runs) < 2:
+            raise ConfigError(f"{key}.runs: compute {two} compares two runs, got {runs}")
+        epoch = block.get("epoch", "final")
+        for run in runs:
+            if epoch != "final" and epoch not in checkpoint_epochs(config["runs"][run]["train"]):
+                raise ConfigError(
+                    f"{key}.epoch: run '{run}' has no checkpoint at epoch {epoch} "
+                    f"(add it to runs.{run}.train.checkpoints)"
+                )
+        _check_pair_init(config, key, block)
+        _check_pair_models(config, key, block)
+        grid = block.get("lambda", {"min": 0.0, "max": 1.0, "num": 11})
+        if "interpolation" in block.get("compute", PAIR_TWO_RUNS):
+            missing = [v for v in (0.0, 0.5, 1.0) if not _on_grid(grid, v)]
+            if missing:
+                raise ConfigError(
+                    f"{key}.lambda: the grid must include 0, 0.5 and 1 (the two models and the "
+                    f"midpoint of the interpolation gap); it misses {missing}"
+                )
+
+
+def _check_pair_init(config: Mapping[str, Any], key: str, block: Mapping[str, Any]) -> None:
+    init = block.get("init")
+    if init is None:
+        return
+    if init["run"] not in config["runs"]:
+        raise ConfigError(f"{key}.init.run: '{init['run']}' is not a key of runs")
+    epoch = init.get("epoch", "final")
+    if epoch != "final" and epoch not in checkpoint_epochs(config["runs"][init["run"]]["train"]):
+        raise ConfigError(
+            f"{key}.init.epoch: run '{init['run']}' has no checkpoint at epoch {epoch} "
+            f"(add it to runs.{init['run']}.train.checkpoints)"
+        )
+
+
+def _check_pair_models(config: Mapping[str, Any], key: str, block: Mapping[str, Any]) -> None:
+    """Every run of a block (and its init) is one architecture with one number of classes."""
+    dataset = block.get("dataset", config["runs"][block["runs"][0]]["dataset"])
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"{key}.dataset: '{dataset}' is not a key of datasets")
+    runs = [*block["runs"], *([block["init"]["run"]] if block.get("init") else [])]
+    first = runs[0]
+    for run in runs[1:]:
+        if _architecture(config, run) != _architecture(config, first):
+            raise ConfigError(
+                f"{key}.runs: run '{run}' (model '{config['runs'][run]['model']}') has another "
+                f"architecture than run '{first}' (model '{config['runs'][first]['model']}')"
+            )
+    sources = {config["datasets"][config["runs"][r]["dataset"]]["source"] for r in runs}
+    sources.add(config["datasets"][dataset]["source"])
+    counts = {SOURCE_CLASSES.get(s) for s in sources}
+    if None not in counts and len(counts) > 1:
+        raise ConfigError(
+            f"{key}.dataset: the runs and dataset '{dataset}' differ in their number of classes "
+            f"({sorted(counts)})"
+        )
+
+
+def pair_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A ``pairs`` block resolved: each run's epoch, the init, the SSR epochs, the dataset.
+
+    ``ssr_epochs`` are the checkpoint epochs the first two runs both have, up to the earlier of
+    their two epochs. Keys that no part of ``compute`` reads are left out (``lambda`` and
+    ``splits`` without ``interpolation``, ``init`` and ``ssr_epochs`` without ``ssr``, the BN and
+    batch settings without ``interpolation`` and ``soups``).
+
+    >>> config = {"runs": {"a": {"dataset": "d", "train": {"epochs": 4, "checkpoints": [2]}},
+    ...     "b": {"dataset": "d", "train": {"epochs": 4, "checkpoints": [1, 2]}}},
+    ...     "pairs": {"p": {"id": "A7", "runs": ["a", "b"], "compute": ["ssr"]}}}
+    >>> spec = pair_spec(config, "p")
+    >>> spec["epochs"], spec["init"], spec["ssr_epochs"], spec["dataset"]
+    ([4, 4], {'run': 'a', 'epoch': 0}, [0, 2, 4], 'd')
+    """
+    block = config["pairs"][name]
+    runs = list(block["runs"])
+    epochs = [_pair_epoch(config, run, block.get("epoch", "final")) for run in runs]
+    compute = list(block.get("compute", PAIR_TWO_RUNS))
+    ssr_epochs: list[int] = []
+    if "ssr" in compute:
+        common = set(checkpoint_epochs(config["runs"][runs[0]]["train"])) & set(
+            checkpoint_epochs(config["runs"][runs[1]]["train"])
+        )
+        ssr_epochs = sorted(e for e in common if e <= min(epochs[:2]))
+    init_run, init_epoch = _pair_init(config, block)
+    defaults = {
+        "lambda": {"min": 0.0, "max": 1.0, "num": 11},
+        "splits": ["test"],
+        "bn_mode": "recompute",
+        "bn_batches": 4,
+        "batch_size": 512,
+    }
+    spec = {
+        **defaults,
+        **{k: v for k, v in block.items() if k not in ("epoch", "init")},
+        "runs": runs,
+        "epochs": epochs,
+        "compute": compute,
+        "init": {"run": init_run, "epoch": init_epoch},
+        "ssr_epochs": ssr_epochs,
+        "dataset": block.get("dataset", config["runs"][runs[0]]["dataset"]),
+    }
+    # keys no part of ``compute`` reads are left out, so that changing them reruns nothing
+    unread = {
+        "interpolation": ("lambda", "splits"),
+        "ssr": ("init", "ssr_epochs"),
+    }
+    for part, keys in unread.items():
+        if part not in compute:
+            for key in keys:
+                spec.pop(key)
+    if not {"interpolation", "soups"} & set(compute):
+        for key in ("bn_mode", "bn_batches", "batch_size"):
+            spec.pop(key)
+    return spec
+
+
+def pair_checkpoints(config: Mapping[str, Any], name: str) -> dict[str, tuple[str, int]]:
+    """``{input name: (run, epoch)}`` of every checkpoint a ``pairs`` block reads.
+
+    ``init`` (with ``ssr``), :func:`pair_input_name` ``(i, e)`` of every run at its epoch and of
+    the first two runs at every SSR epoch.
+    """
+    spec = pair_spec(config, name)
+    out: dict[str, tuple[str, int]] = {}
+    if "ssr" in spec["compute"]:
+        out["init"] = (spec["init"]["run"], spec["init"]["epoch"])
+        for i in range(2):
+            for epoch in spec["ssr_epochs"]:
+                out[pair_input_name(i, epoch)] = (spec["runs"][i], epoch)
+    for i, (run, epoch) in enumerate(zip(spec["runs"], spec["epochs"], strict=True)):
+        out[pair_input_name(i, epoch)] = (run, epoch)
+    return out

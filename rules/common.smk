@@ -21,6 +21,7 @@ from landscape.config import (
     block_runs,
     canonical,
     check_cost,
+    check_sweeps,
     check_duplicate_keys,
     check_files,
     check_finite,
@@ -39,6 +40,8 @@ from landscape.config import (
     selected_epochs,
     schema_error,
     selected_runs,
+    sweep_references,
+    sweep_spec,
 )
 
 # Every check of the config happens here, before the DAG is built: Snakemake drops an input
@@ -103,6 +106,8 @@ SURFACE_FIGURE = (
     "results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png"
 )
 FIGURE = "results/figures/{figure_id}/{figure}/{dataset}/{model}/{run}/epoch{epoch}.png"
+SWEEP = "results/{dataset}/{model}/{run}/sweeps/epoch{epoch}/{sweep}.h5"
+SWEEP_FIGURE = "results/figures/sweeps/{dataset}/{model}/{run}/epoch{epoch}/{sweep}.png"
 
 
 wildcard_constraints:
@@ -326,4 +331,37 @@ def figure_targets():
         )
         for name, block in config["figures"].items()
         for run, epoch in figure_instances(config, name)
+    ]
+
+
+def get_sweep_references(wildcards):
+    """Other checkpoints a sweep reads, by role: the run's epoch 0 for the special theta_0."""
+    refs = sweep_references(config, wildcards.sweep, wildcards.run)
+    return {
+        role: CHECKPOINT.format(**run_wildcards(config, run), epoch=epoch)
+        for role, (run, epoch) in refs.items()
+    }
+
+
+# A7/A8 model pairs and soups (rules/pairs.smk; the `pairs` blocks are checked there).
+from landscape.config import pair_checkpoints, pair_spec
+
+PAIR = "results/pairs/{pair}.h5"
+PAIR_FIGURE = "results/figures/pairs/{pair}.png"
+
+
+def get_pair_checkpoints(wildcards):
+    """Every checkpoint a pair block reads, by input name (landscape.config.pair_checkpoints)."""
+    return {
+        name: CHECKPOINT.format(**run_wildcards(config, run), epoch=epoch)
+        for name, (run, epoch) in pair_checkpoints(config, wildcards.pair).items()
+    }
+
+
+def pair_targets():
+    """The file and figure of every pair block."""
+    return [
+        pattern.format(pair=name)
+        for name in config["pairs"]
+        for pattern in (PAIR, PAIR_FIGURE)
     ]

@@ -79,6 +79,9 @@ rule write_catalog:
         tables=[rules.write_curve_table.output.csv, rules.write_claims.output.csv],
         table_figures=rules.plot_curve_table.output.figure,
         figures=figure_targets(),
+        pairs=pair_targets(),
+        sweeps=instances("sweeps", SWEEP),
+        sweep_figures=instances("sweeps", SWEEP_FIGURE),
     output:
         csv="results/catalog.csv",
     log:
