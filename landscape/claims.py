@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,15 @@ import numpy as np
 import pandas as pd
 
 from landscape import store
+from landscape.claim_rows import CLAIM_COLUMNS, claim_row, not_measured
+from landscape.valley_claims import valley_claims
 
-CLAIM_COLUMNS = [
-    "claim",
-    "paper",
-    "figure",
-    "statistic",
-    "value",
-    "threshold",
-    "holds",
-    "detail",
-]
 PAPER = "Li et al., Visualizing, Rethinking, and Mining the Loss Landscape of DNNs"
 SHARE = 0.8  # the share of a family that must show the paper's shape
 SOA_ERROR = 0.1  # largest relative error of the s.o.a. that still "explains" a curve
+
+_row = partial(claim_row, paper=PAPER)
+_not_measured = partial(not_measured, paper=PAPER)
 
 _EPOCH_FILE = re.compile(r"epoch(\d+)\.pt$")
 
@@ -209,23 +205,6 @@ def soa_relative_error(data: dict[str, np.ndarray]) -> float:
 
 
 # --------------------------------------------------------------------------- claims
-
-
-def _row(claim, figure, statistic, value, threshold, holds, detail) -> dict[str, Any]:
-    return {
-        "claim": claim,
-        "paper": PAPER,
-        "figure": figure,
-        "statistic": statistic,
-        "value": value,
-        "threshold": threshold,
-        "holds": holds,
-        "detail": detail,
-    }
-
-
-def _not_measured(claim, figure, statistic, threshold, reason) -> dict[str, Any]:
-    return _row(claim, figure, statistic, float("nan"), threshold, pd.NA, f"not measured: {reason}")
 
 
 def _share_typed(curves: Sequence[Artifact], shape: str, split: str) -> tuple[float, str]:
@@ -409,8 +388,12 @@ def claims_table(
     surfaces: Sequence[str | Path] = (),
     soas: Sequence[str | Path] = (),
     base: str | Path = ".",
+    sweeps: Sequence[str | Path] = (),
+    pairs: Sequence[str | Path] = (),
 ) -> pd.DataFrame:
-    """Every claim on the given artifacts (paths of direction files relative to ``base``)."""
+    """Every claim of both papers on the given artifacts (direction paths relative to ``base``);
+    the asymmetric-valley paper's from ``sweeps`` and ``pairs`` (:mod:`landscape.valley_claims`).
+    """
     curve_arts = [read_artifact(p, base) for p in curves]
     surface_arts = [read_artifact(p, base) for p in surfaces]
     soa_arts = [read_artifact(p, base) for p in soas]
@@ -421,6 +404,7 @@ def claims_table(
         claim_ne_wpeak_fades(curve_arts),
         claim_wine_bottle(surface_arts),
         claim_soa(soa_arts),
+        *valley_claims(sweeps, pairs),
     ]
     frame = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
     frame["holds"] = frame["holds"].astype("boolean")
@@ -433,9 +417,11 @@ def write_claims(
     surfaces: Sequence[str | Path] = (),
     soas: Sequence[str | Path] = (),
     base: str | Path = ".",
+    sweeps: Sequence[str | Path] = (),
+    pairs: Sequence[str | Path] = (),
 ) -> pd.DataFrame:
     """Writes :func:`claims_table` as CSV (atomically) and returns it."""
-    table = claims_table(curves, surfaces, soas, base)
+    table = claims_table(curves, surfaces, soas, base, sweeps, pairs)
     with store.atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     return table

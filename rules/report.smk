@@ -42,6 +42,8 @@ rule write_claims:
         curves=instances("curves", CURVE),
         surfaces=instances("surfaces", SURFACE),
         soa=instances("soa", SOA),
+        sweeps=instances("sweeps", SWEEP),
+        pairs=[PAIR.format(pair=name) for name in config["pairs"]],
     output:
         csv=report(
             "results/tables/claims.csv",

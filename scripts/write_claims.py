@@ -1,4 +1,4 @@
-"""The papers' claims checked on this run's curves, surfaces and s.o.a. files.
+"""The papers' claims checked on this run's curves, surfaces, s.o.a., sweeps and pairs.
 
 Outputs:
     csv: results/tables/claims.csv
@@ -14,4 +14,6 @@ if __name__ == "__main__":
         curves=snakemake.input.curves,
         surfaces=snakemake.input.surfaces,
         soas=snakemake.input.soa,
+        sweeps=snakemake.input.sweeps,
+        pairs=snakemake.input.pairs,
     )

@@ -1,0 +1,229 @@
+"""The claims of "Exploring and Exploiting the Asymmetric Valley of Deep Neural Networks", measured
+on this run's sweeps (A1, A2) and model pairs (A8), as rows of the claims table.
+
+Variants are recognized from their direction specs, not from names: a sign-consistent noise
+variant is ``kind: noise`` with ``sign: consistent`` at ratio 1 over all parameters; a ratio sweep
+is a sweep that varies ``sign_ratio``; a pre-trained pair is an A8 pair whose common start
+(``init``) is a trained checkpoint (epoch > 0), a random pair one that starts at an epoch 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from landscape import store
+from landscape.claim_rows import claim_row, not_measured
+
+PAPER = "Li et al., Exploring and Exploiting the Asymmetric Valley of DNNs"
+SHARE = 0.8  # the share of variants that must show the paper's shape
+RANK_CORRELATION = 0.8  # the Spearman correlation that counts as "grows with"
+METRIC = "test/error"  # the paper's curves report the test error
+
+_row = partial(claim_row, paper=PAPER)
+_not_measured = partial(not_measured, paper=PAPER)
+
+
+def _variant_specs(art: store.Artifact) -> list[dict[str, Any]]:
+    return [json.loads(spec) for spec in art["direction/spec"]]
+
+
+def _side_means(art: store.Artifact) -> tuple[np.ndarray, np.ndarray]:
+    """Mean test error over lambda > 0 and over lambda < 0, per variant."""
+    base = f"analysis/{METRIC}"
+    return np.asarray(art[f"{base}/mean_pos"], float), np.asarray(art[f"{base}/mean_neg"], float)
+
+
+def is_sign_consistent(spec: dict[str, Any]) -> bool:
+    """Noise with the signs of theta on every element of every parameter (A1)."""
+    return (
+        spec.get("kind") == "noise"
+        and spec.get("sign") == "consistent"
+        and float(spec.get("sign_ratio", 1.0)) == 1.0
+        and spec.get("group", "ALL") == "ALL"
+    )
+
+
+def _label(art: store.Artifact, path: str | Path) -> str:
+    return f"{art.attrs['run']} epoch {art.attrs['epoch']} {Path(path).stem}"
+
+
+def claim_flatter_positive_side(sweeps: Sequence[str | Path]) -> dict[str, Any]:
+    """Sign-consistent noise gives a flatter +lambda side (A1)."""
+    claim, figure = "sign-consistent noise gives a flatter +lambda side", "A1"
+    statistic = (
+        "share of sign-consistent noise curves whose mean test error over lambda > 0 is below "
+        "the mean over lambda < 0"
+    )
+    threshold = f">= {SHARE}"
+    flatter, parts = [], []
+    for path in sweeps:
+        art = store.open(path)
+        pos, neg = _side_means(art)
+        chosen = [i for i, spec in enumerate(_variant_specs(art)) if is_sign_consistent(spec)]
+        if not chosen:
+            continue
+        flatter += [bool(pos[i] < neg[i]) for i in chosen]
+        parts.append(
+            f"{_label(art, path)}: {sum(pos[i] < neg[i] for i in chosen)} of {len(chosen)} "
+            f"(mean + {np.mean(pos[chosen]):.3f}, - {np.mean(neg[chosen]):.3f})"
+        )
+    if not flatter:
+        return _not_measured(
+            claim, figure, statistic, threshold,
+            "no sweep with sign-consistent noise; add one varying sign: [none, consistent] (A1)",
+        )  # fmt: skip
+    share = sum(flatter) / len(flatter)
+    return _row(claim, figure, statistic, share, threshold, share >= SHARE, "; ".join(parts))
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties).
+
+    >>> round(rank_correlation([0, 1, 2, 3], [1.0, 3.0, 2.0, 4.0]), 12)
+    0.8
+    """
+
+    def ranks(v):
+        v = np.asarray(v, float)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(v.size)
+        r[order] = np.arange(v.size)
+        for value in np.unique(v):  # ties share their mean rank
+            r[v == value] = r[v == value].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def claim_grows_with_ratio(sweeps: Sequence[str | Path]) -> dict[str, Any]:
+    """The asymmetry grows with the share of sign-consistent elements (A2)."""
+    claim, figure = "the asymmetry grows with the sign-change ratio", "A2"
+    statistic = (
+        "smallest Spearman correlation, over ratio sweeps, between the measured share of "
+        "sign-consistent elements and (mean test error over lambda < 0) - (over lambda > 0)"
+    )
+    threshold = f">= {RANK_CORRELATION}"
+    found = {}
+    for path in sweeps:
+        art = store.open(path)
+        if "vary/sign_ratio" not in art.data:
+            continue
+        pos, neg = _side_means(art)
+        found[_label(art, path)] = rank_correlation(art["direction/sign_share"], neg - pos)
+    if not found:
+        return _not_measured(
+            claim, figure, statistic, threshold,
+            "no sweep varying sign_ratio; add one (A2)",
+        )  # fmt: skip
+    worst = min(found.values())
+    detail = "; ".join(f"{k}: {v:.3f}" for k, v in found.items())
+    return _row(claim, figure, statistic, worst, threshold, bool(worst >= RANK_CORRELATION), detail)
+
+
+def _pair_summary(art: store.Artifact) -> tuple[float, float]:
+    """Sign consistency over all parameters and the test interpolation gap at lambda = 0.5."""
+    return float(art["sign_consistency/ALL"]), float(art["interpolation/test/midpoint_gap"])
+
+
+def claim_pretrained_pairs(pairs: Sequence[str | Path]) -> dict[str, Any]:
+    """Pre-trained pairs share more signs and interpolate better (A8)."""
+    claim, figure = "pre-trained pairs share more signs and interpolate better", "A8"
+    statistic = (
+        "sign consistency and midpoint interpolation gap (mean end accuracy - accuracy at "
+        "lambda = 0.5) of pairs fine-tuned from one pre-trained model against pairs from a "
+        "random start"
+    )
+    threshold = "more signs shared and a smaller gap, every pre-trained vs every random pair"
+    pretrained, random = {}, {}
+    for path in pairs:
+        art = store.open(path)
+        if (
+            "sign_consistency/ALL" not in art.data
+            or "interpolation/test/midpoint_gap" not in art.data
+        ):
+            continue
+        if art.attrs.get("id") != "A8":
+            continue
+        trained_start = art.spec.get("init", {}).get("epoch", 0) > 0
+        (pretrained if trained_start else random)[Path(path).stem] = _pair_summary(art)
+    if not pretrained or not random:
+        return _not_measured(
+            claim, figure, statistic, threshold,
+            "needs A8 pair blocks of fine-tunes of one pre-trained run (init at a trained "
+            "checkpoint) and of runs from random initializations, computing statistics and "
+            "interpolation on the test split",
+        )  # fmt: skip
+    holds = all(p[0] > r[0] and p[1] < r[1] for p in pretrained.values() for r in random.values())
+    value = min(p[0] for p in pretrained.values()) - max(r[0] for r in random.values())
+    detail = "; ".join(
+        f"{name} ({kind}): signs {signs:.3f}, gap {gap:+.4f}"
+        for kind, group in (("pre-trained", pretrained), ("random start", random))
+        for name, (signs, gap) in group.items()
+    )
+    return _row(claim, figure, statistic, value, threshold, holds, detail)
+
+
+def claim_soups(pairs: Sequence[str | Path]) -> dict[str, Any]:
+    """A uniform soup of fine-tuned models beats its best ingredient (A8, Wortsman et al.)."""
+    claim, figure = "soups of fine-tuned models beat their members", "A8"
+    statistic = "uniform soup's held-out accuracy minus its best ingredient's (smallest over soups)"
+    threshold = ">= 0"
+    found = {}
+    for path in pairs:
+        art = store.open(path)
+        if "soups/uniform" in art.data:
+            found[Path(path).stem] = (
+                float(art["soups/uniform"]),
+                float(art["soups/greedy"]),
+                np.asarray(art["soups/ingredients"], float),
+            )
+    if not found:
+        return _not_measured(
+            claim, figure, statistic, threshold,
+            "no pair block computing soups; add one over several fine-tunes (A8)",
+        )  # fmt: skip
+    margin = min(uniform - ingredients.max() for uniform, _, ingredients in found.values())
+    detail = "; ".join(
+        f"{name}: uniform {u:.4f}, greedy {g:.4f}, ingredients "
+        + ", ".join(f"{a:.4f}" for a in ing)
+        + f" (mean {ing.mean():.4f})"
+        for name, (u, g, ing) in found.items()
+    )
+    return _row(claim, figure, statistic, margin, threshold, bool(margin >= 0), detail)
+
+
+def _unmeasured(claim: str, figure: str, statistic: str, reason: str) -> dict[str, Any]:
+    return _not_measured(claim, figure, statistic, "", reason)
+
+
+def valley_claims(
+    sweeps: Sequence[str | Path] = (), pairs: Sequence[str | Path] = ()
+) -> list[dict[str, Any]]:
+    """Every claim of the asymmetric-valley paper, in the paper's order."""
+    return [
+        claim_flatter_positive_side(sweeps),
+        claim_grows_with_ratio(sweeps),
+        _unmeasured(
+            "Gaussian BN initialization gives near-symmetric valleys, all-positive ones do not",
+            "A5",
+            "asymmetry of the Norm-Scaled and Filter-NS valleys per BN weight initialization",
+            "the BN-initialization runs (A5) are not in the workflow yet",
+        ),
+        _unmeasured(
+            "hyperparameters change the width of the valley, not its symmetry",
+            "A6",
+            "width and asymmetry across learning rates, batch sizes and weight decays",
+            "the hyperparameter sweeps (A6) are not in the workflow yet",
+        ),
+        claim_pretrained_pairs(pairs),
+        claim_soups(pairs),
+    ]

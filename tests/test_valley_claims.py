@@ -1,0 +1,90 @@
+"""The asymmetric-valley paper's claims on synthetic sweep and pair files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from landscape import claims, store, valley_claims
+
+CONSISTENT = {"kind": "noise", "sign": "consistent", "sign_ratio": 1.0, "group": "ALL"}
+RAW = {"kind": "noise", "sign": "none", "group": "ALL"}
+
+
+def write_sweep(path, specs, mean_pos, mean_neg, share=None, ratios=None):
+    with store.create(path, kind="sweep", spec={}, attrs={"run": "r", "epoch": 3}) as w:
+        w.scale("variant", np.array([f"v{i}" for i in range(len(specs))]))
+        w.put("direction/spec", np.array([json.dumps(s) for s in specs]), dims=("variant",))
+        w.put("analysis/test/error/mean_pos", np.asarray(mean_pos, float), dims=("variant",))
+        w.put("analysis/test/error/mean_neg", np.asarray(mean_neg, float), dims=("variant",))
+        if share is not None:
+            w.put("direction/sign_share", np.asarray(share, float), dims=("variant",))
+            w.put("vary/sign_ratio", np.asarray(ratios, float), dims=("variant",))
+    return path
+
+
+def write_pair(path, spec, signs, gap):
+    with store.create(path, kind="pair", spec=spec, attrs={"id": "A8"}) as w:
+        w.put("sign_consistency/ALL", np.float64(signs))
+        w.put("interpolation/test/midpoint_gap", np.float64(gap))
+    return path
+
+
+def row(table, claim):
+    return table.set_index("claim").loc[claim]
+
+
+def test_sign_consistent_variants_with_a_flatter_positive_side_hold(tmp_path):
+    path = write_sweep(
+        tmp_path / "a1.h5", [RAW, CONSISTENT, CONSISTENT], [0.4, 0.1, 0.5], [0.4, 0.6, 0.2]
+    )
+    got = valley_claims.claim_flatter_positive_side([path])
+    assert got["value"] == 0.5 and not got["holds"]  # the raw variant is not counted
+    path = write_sweep(tmp_path / "b.h5", [RAW, CONSISTENT], [0.4, 0.1], [0.4, 0.6])
+    assert valley_claims.claim_flatter_positive_side([path])["holds"]
+    partial = {**CONSISTENT, "sign_ratio": 0.5}
+    assert not valley_claims.is_sign_consistent(partial)
+    assert not valley_claims.is_sign_consistent({**CONSISTENT, "group": "BN"})
+
+
+def test_the_ratio_claim_is_the_rank_correlation_of_share_and_asymmetry(tmp_path):
+    share = np.linspace(0, 1, 5)
+    grows = write_sweep(
+        tmp_path / "a2.h5", [CONSISTENT] * 5, 0.5 - share / 2, 0.2 + share / 4, share, share
+    )
+    got = valley_claims.claim_grows_with_ratio([grows])
+    assert got["value"] == pytest.approx(1.0) and got["holds"]
+    flat = write_sweep(
+        tmp_path / "f.h5", [CONSISTENT] * 5, [0.3, 0.1, 0.3, 0.1, 0.3], [0.2] * 5, share, share
+    )
+    got = valley_claims.claim_grows_with_ratio([grows, flat])
+    assert got["value"] == pytest.approx(0.0) and not got["holds"]
+    assert valley_claims.rank_correlation([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)
+
+
+def test_pre_trained_pairs_need_more_signs_and_a_smaller_gap_than_random_ones(tmp_path):
+    pre = write_pair(tmp_path / "pre.h5", {"init": {"run": "p", "epoch": 30}}, 0.95, -0.01)
+    rand = write_pair(tmp_path / "rand.h5", {"init": {"run": "a", "epoch": 0}}, 0.55, 0.40)
+    got = valley_claims.claim_pretrained_pairs([pre, rand])
+    assert got["holds"] and got["value"] == pytest.approx(0.40)
+    worse = write_pair(tmp_path / "worse.h5", {"init": {"run": "p", "epoch": 30}}, 0.95, 0.5)
+    assert not valley_claims.claim_pretrained_pairs([worse, rand])["holds"]
+    assert "not measured" in valley_claims.claim_pretrained_pairs([pre])["detail"]
+
+
+def test_soups_compare_the_uniform_soup_with_the_best_ingredient(tmp_path):
+    with store.create(tmp_path / "s.h5", kind="pair", spec={}) as w:
+        w.put("soups/uniform", np.float64(0.96))
+        w.put("soups/greedy", np.float64(0.97))
+        w.put("soups/ingredients", np.array([0.95, 0.965, 0.96]))
+    got = valley_claims.claim_soups([tmp_path / "s.h5"])
+    assert got["value"] == pytest.approx(-0.005) and not got["holds"]
+    assert "mean 0.9583" in got["detail"]
+
+
+def test_both_papers_claims_in_one_table(tmp_path):
+    table = claims.claims_table([])
+    assert table["paper"].nunique() == 2 and len(table) == 12
+    assert table["holds"].isna().all()  # nothing measured without artifacts
