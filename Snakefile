@@ -27,6 +27,8 @@
 #   results/tables/claims.csv                                              write_claims
 #   results/pairs/{pair}.h5                                              compute_pair
 #   results/figures/pairs/{pair}.png                                     plot_pair
+#   results/{dataset}/{model}/{run}/theory/epoch{epoch}.h5               compute_theory
+#   results/figures/theory/{dataset}/{model}/{run}/epoch{epoch}.png      plot_theory
 #   results/catalog.csv                                                  write_catalog
 # Logs and benchmarks follow the same tree under logs/{rule}/ and logs/benchmark/{rule}/.
 
@@ -54,6 +56,7 @@ include: "rules/experiments_second_order.smk"
 include: "rules/figures.smk"
 include: "rules/sweeps.smk"
 include: "rules/pairs.smk"
+include: "rules/theory.smk"
 include: "rules/report.smk"
 
 

@@ -404,7 +404,7 @@ def claims_table(
         claim_ne_wpeak_fades(curve_arts),
         claim_wine_bottle(surface_arts),
         claim_soa(soa_arts),
-        *valley_claims(sweeps, pairs),
+        *valley_claims(sweeps, pairs, base),
     ]
     frame = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
     frame["holds"] = frame["holds"].astype("boolean")

@@ -595,9 +595,9 @@ def _starts_at_run(block: Mapping[str, Any]) -> bool:
 
 
 def _architecture(config: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """A run's model block without its pretrained ``weights`` (which only initialize it)."""
+    """A run's model block without what only initializes it (``weights``, ``bn_weight_init``)."""
     model = config["models"][config["runs"][run]["model"]]
-    return {k: v for k, v in model.items() if k != "weights"}
+    return {k: v for k, v in model.items() if k not in ("weights", "bn_weight_init")}
 
 
 def direction_runs(config: Mapping[str, Any], name: str) -> list[str]:
@@ -1285,4 +1285,6 @@ def pair_checkpoints(config: Mapping[str, Any], name: str) -> dict[str, tuple[st
                 out[pair_input_name(i, epoch)] = (spec["runs"][i], epoch)
     for i, (run, epoch) in enumerate(zip(spec["runs"], spec["epochs"], strict=True)):
         out[pair_input_name(i, epoch)] = (run, epoch)
+        if "bn_weights" in spec["compute"]:
+            out[pair_input_name(i, 0)] = (run, 0)
     return out

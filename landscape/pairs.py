@@ -27,6 +27,9 @@ Li et al., "Exploring and Exploiting the Asymmetric Valley of DNNs", A7 and A8:
   does not drop. Every model, ingredient or soup, is evaluated the same way, so the greedy soup
   is at least as accurate as the best ingredient on the held-out split by construction.
 
+- A5 :func:`bn_weights`: the BN weights of every run at its initialization (epoch 0) and at its
+  epoch, for histograms of initial and converged BN weights per BN initialization.
+
 The workflow entry points are :func:`compute_pair` and :func:`plot_pair`.
 """
 
@@ -62,7 +65,7 @@ PAIR_GROUPS: tuple[str, ...] = (
     "other_bias",
 )
 BN_MODES = ("recompute", "interpolate")
-COMPUTE = ("statistics", "interpolation", "ssr", "soups")
+COMPUTE = ("statistics", "interpolation", "ssr", "soups", "bn_weights")
 SSR_VARIANTS = ("IA", "IB", "AB")
 
 
@@ -370,6 +373,12 @@ def ssr_over_epochs(
     return out
 
 
+def bn_weights(model: nn.Module, state: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Every BN weight (the ``bn_weight`` group) of ``model`` or of ``state``, in order."""
+    names = pair_groups(model)["bn_weight"]
+    return _values(trainable(model, state), names)
+
+
 # --------------------------------------------------------------------------- model soups
 
 
@@ -479,6 +488,8 @@ def compute_pair(
             _write_ssr(w, model, spec, checkpoints, dev)
         if "soups" in compute:
             _write_soups(w, model, states, data, evaluation)
+        if "bn_weights" in compute:
+            _write_bn_weights(w, model, spec, checkpoints, dev)
 
 
 def _write_statistics(w: store.Writer, model: nn.Module, states: Sequence[Mapping]) -> None:
@@ -528,6 +539,16 @@ def _write_ssr(w, model, spec, checkpoints, dev) -> None:
         w.put(f"ssr/{variant}", ssr[variant], dims=("epoch",))
 
 
+def _write_bn_weights(w, model, spec, checkpoints, dev) -> None:
+    for stage, epochs in (("initial", [0] * len(spec["runs"])), ("final", spec["epochs"])):
+        values = [
+            bn_weights(model, _state(checkpoints[pair_input_name(i, e)], dev))
+            for i, e in enumerate(epochs)
+        ]
+        w.put(f"bn_weights/{stage}", np.stack(values), dims=("run", "element"))
+    w.scale("run", np.array(spec["runs"]))
+
+
 def _write_soups(w, model, states, data, evaluation) -> None:
     soups = model_soups(model, states, data.test, **evaluation)
     w.file.attrs["heldout"] = "test"
@@ -559,6 +580,8 @@ def plot_pair(path: str | Path, out: str | Path, title: str | None = None) -> No
         panels.append(_plot_ssr)
     if "soups/uniform" in art.data:
         panels.append(lambda ax, a: _plot_soups(ax, a, runs))
+    if "bn_weights/final" in art.data:
+        panels += [_plot_bn_weights(i, run) for i, run in enumerate(runs)]
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
@@ -612,6 +635,19 @@ def _plot_ssr(ax, art) -> None:
     ax.set_ylabel("same-sign ratio")
     ax.set_title("SSR over epochs")
     ax.legend(fontsize=7)
+
+
+def _plot_bn_weights(index: int, run: str):
+    def draw(ax, art):
+        initial, final = art["bn_weights/initial"][index], art["bn_weights/final"][index]
+        bins = np.histogram_bin_edges(np.concatenate([initial, final]), bins=40)
+        ax.hist(initial, bins=bins, alpha=0.6, label="initial (epoch 0)")
+        ax.hist(final, bins=bins, alpha=0.6, label=f"converged (epoch {art.spec['epochs'][index]})")
+        ax.axvline(0.0, color="k", ls=":", lw=0.8)
+        ax.set(xlabel="BN weight", ylabel="count", title=f"{run}: BN weights")
+        ax.legend(frameon=False, fontsize=7)
+
+    return draw
 
 
 def _plot_soups(ax, art, runs: Sequence[str]) -> None:

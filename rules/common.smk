@@ -365,3 +365,22 @@ def pair_targets():
         for name in config["pairs"]
         for pattern in (PAIR, PAIR_FIGURE)
     ]
+
+
+# A9 theory demos (rules/theory.smk; the `theory` block's selection is checked there).
+THEORY = "results/{dataset}/{model}/{run}/theory/epoch{epoch}.h5"
+THEORY_FIGURE = "results/figures/theory/{dataset}/{model}/{run}/epoch{epoch}.png"
+
+
+def theory_spec():
+    """What a theory artifact depends on: the ``theory`` block without its selection."""
+    return {k: v for k, v in config["theory"].items() if k not in ("runs", "epochs")}
+
+
+def theory_targets():
+    """The file and figure of the theory demos at every run and epoch ``theory`` selects."""
+    return [
+        path
+        for pattern in (THEORY, THEORY_FIGURE)
+        for path in selection_targets("theory", pattern)
+    ]

@@ -84,6 +84,7 @@ rule write_catalog:
         pairs=pair_targets(),
         sweeps=instances("sweeps", SWEEP),
         sweep_figures=instances("sweeps", SWEEP_FIGURE),
+        theory=theory_targets(),
     output:
         csv="results/catalog.csv",
     log:

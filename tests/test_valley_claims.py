@@ -88,3 +88,30 @@ def test_both_papers_claims_in_one_table(tmp_path):
     table = claims.claims_table([])
     assert table["paper"].nunique() == 2 and len(table) == 12
     assert table["holds"].isna().all()  # nothing measured without artifacts
+
+
+def write_checkpoint(path, bn_weight_init):
+    meta = {"spec": {"model": {"arch": "vgg", "bn_weight_init": bn_weight_init}}}
+    store.write_checkpoint({"meta": meta, "model": {}}, path)
+    return path
+
+
+def test_bn_init_claim_compares_the_raw_asymmetry_of_gaussian_and_positive_inits(tmp_path):
+    sweeps = []
+    for run, init, pos, neg in [("ones", "ones", 0.1, 0.3), ("normal", "normal", 0.2, 0.22)]:
+        ckpt = write_checkpoint(tmp_path / f"{run}.pt", init)
+        path = tmp_path / f"{run}.h5"
+        with store.create(path, kind="sweep", spec={}, inputs={"checkpoint": ckpt},
+                          attrs={"run": run, "epoch": 30}) as w:  # fmt: skip
+            w.scale("variant", np.array(["raw", "consistent"]))
+            specs = [json.dumps(RAW), json.dumps(CONSISTENT)]
+            w.put("direction/spec", np.array(specs), dims=("variant",))
+            w.put("analysis/test/error/mean_pos", np.array([pos, 0.0]), dims=("variant",))
+            w.put("analysis/test/error/mean_neg", np.array([neg, 0.9]), dims=("variant",))
+        sweeps.append(path)
+    found = valley_claims.raw_asymmetry(sweeps, base="/")
+    assert found["ones"] == ("ones", pytest.approx(0.5))  # the consistent variant not counted
+    assert found["normal"] == ("normal", pytest.approx(0.02 / 0.42))
+    got = valley_claims.claim_bn_init(sweeps, base="/")
+    assert got["holds"] and got["value"] == pytest.approx(0.02 / 0.42 - 0.5)
+    assert "not measured" in valley_claims.claim_bn_init(sweeps[:1], base="/")["detail"]
