@@ -540,13 +540,20 @@ def _write_ssr(w, model, spec, checkpoints, dev) -> None:
 
 
 def _write_bn_weights(w, model, spec, checkpoints, dev) -> None:
-    for stage, epochs in (("initial", [0] * len(spec["runs"])), ("final", spec["epochs"])):
-        values = [
-            bn_weights(model, _state(checkpoints[pair_input_name(i, e)], dev))
-            for i, e in enumerate(epochs)
-        ]
-        w.put(f"bn_weights/{stage}", np.stack(values), dims=("run", "element"))
+    stages = {"initial": [0] * len(spec["runs"]), "final": spec["epochs"]}
+    values = {
+        stage: np.stack(
+            [
+                bn_weights(model, _state(checkpoints[pair_input_name(i, e)], dev))
+                for i, e in enumerate(epochs)
+            ]
+        )
+        for stage, epochs in stages.items()
+    }
     w.scale("run", np.array(spec["runs"]))
+    w.scale("bn_element", np.arange(values["initial"].shape[1]))
+    for stage, array in values.items():
+        w.put(f"bn_weights/{stage}", array, dims=("run", "bn_element"))
 
 
 def _write_soups(w, model, states, data, evaluation) -> None:

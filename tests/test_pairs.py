@@ -327,3 +327,21 @@ def test_compute_pair_writes_what_each_part_computes(tmp_path):
     for label, path in zip("ab", checkpoints.values(), strict=True):  # own BN statistics
         recorded = store.read_checkpoint(path)["meta"]["history"][-1]["test_acc"]
         assert art[f"interpolation/test/own_accuracy_{label}"] == pytest.approx(recorded, abs=1e-12)
+
+
+def test_bn_weights_are_every_runs_bn_weights_at_epoch_0_and_its_epoch(tmp_path):
+    """A5: with both epochs 0 the two stages are the same tensors: the checkpoints' BN weights."""
+    from landscape import store
+
+    checkpoints = _initializations(tmp_path)
+    spec = {"id": "A5", "runs": ["r0", "r1"], "epochs": [0, 0], "dataset": "digits"}
+    spec["compute"] = ["bn_weights"]
+    pairs.compute_pair(spec, checkpoints, tmp_path / "bn.h5", {"source": "digits"}, "cpu")
+    art = store.open(tmp_path / "bn.h5")
+    for i, path in enumerate(checkpoints.values()):
+        model = store.read_checkpoint(path)["model"]
+        bn = [n for n in model if n.endswith("weight") and model[n].ndim == 1]
+        expected = np.concatenate([model[n].numpy().ravel() for n in bn])
+        np.testing.assert_array_equal(art["bn_weights/initial"][i], expected)
+        np.testing.assert_array_equal(art["bn_weights/final"][i], expected)
+    assert list(art["run"]) == ["r0", "r1"]
