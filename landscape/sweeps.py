@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -277,6 +277,36 @@ def read_sweep(path: str | Path) -> pd.DataFrame:
             frame[f"{metric}/{field}"] = list(art[f"analysis/{metric}/{field}"])
     frame["run"], frame["epoch"] = art.attrs["run"], art.attrs["epoch"]
     return frame
+
+
+def sweep_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """:func:`read_sweep` of every sweep file, keyed by the file (the A-families' table).
+
+    Adds per metric ``{split}/{metric}/width`` (the mean of the two sides' means: how far the
+    valley rises over lambda in [min, max], lower is wider) and ``.../asymmetry`` (the -lambda
+    side's mean minus the +lambda side's: positive where the +lambda side is flatter).
+    """
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        frame = read_sweep(path)
+        frame.insert(0, "sweep", Path(path).stem)
+        for column in [c for c in frame.columns if c.endswith("/mean_pos")]:
+            metric = column[: -len("/mean_pos")]
+            pos, neg = frame[column], frame[f"{metric}/mean_neg"]
+            frame[f"{metric}/width"] = (pos + neg) / 2
+            frame[f"{metric}/asymmetry"] = neg - pos
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_sweep_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """Writes :func:`sweep_table` as CSV, atomically."""
+    table = sweep_table(paths)
+    with store.atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
 
 
 def _metric_order(metric: str) -> tuple[int, int]:

@@ -37,6 +37,25 @@ rule plot_curve_table:
         "../scripts/plot_curve_table.py"
 
 
+rule write_sweep_table:
+    input:
+        sweeps=instances("sweeps", SWEEP),
+    output:
+        csv=report(
+            "results/tables/sweeps.csv",
+            caption="../report/sweep_table.rst",
+            category="A6",
+        ),
+    log:
+        "logs/write_sweep_table.log",
+    conda:
+        "../envs/landscape.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/write_sweep_table.py"
+
+
 rule write_claims:
     input:
         curves=instances("curves", CURVE),
@@ -78,7 +97,11 @@ rule write_catalog:
             if config["cosines"]["directions"]
             else []
         ),
-        tables=[rules.write_curve_table.output.csv, rules.write_claims.output.csv],
+        tables=[
+            rules.write_curve_table.output.csv,
+            rules.write_claims.output.csv,
+            rules.write_sweep_table.output.csv,
+        ],
         table_figures=rules.plot_curve_table.output.figure,
         figures=figure_targets(),
         pairs=pair_targets(),

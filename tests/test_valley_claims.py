@@ -115,3 +115,46 @@ def test_bn_init_claim_compares_the_raw_asymmetry_of_gaussian_and_positive_inits
     got = valley_claims.claim_bn_init(sweeps, base="/")
     assert got["holds"] and got["value"] == pytest.approx(0.02 / 0.42 - 0.5)
     assert "not measured" in valley_claims.claim_bn_init(sweeps[:1], base="/")["detail"]
+
+
+def test_width_not_symmetry_needs_symmetric_raw_valleys_of_different_widths(tmp_path):
+    sweeps = []
+    for run, pos, neg in [("narrow", 0.40, 0.42), ("wide", 0.10, 0.11)]:
+        ckpt = write_checkpoint(tmp_path / f"{run}.pt", "ones")
+        path = tmp_path / f"{run}.h5"
+        with store.create(path, kind="sweep", spec={}, inputs={"checkpoint": ckpt},
+                          attrs={"run": run, "epoch": 30}) as w:  # fmt: skip
+            w.scale("variant", np.array(["raw"]))
+            w.put("direction/spec", np.array([json.dumps(RAW)]), dims=("variant",))
+            w.put("analysis/test/error/mean_pos", np.array([pos]), dims=("variant",))
+            w.put("analysis/test/error/mean_neg", np.array([neg]), dims=("variant",))
+        sweeps.append(path)
+    assert valley_claims.raw_width(sweeps, base="/") == pytest.approx(
+        {"narrow": 0.41, "wide": 0.105}
+    )
+    got = valley_claims.claim_width_not_symmetry(sweeps, base="/")
+    assert got["holds"] and got["value"] == pytest.approx(0.01 / 0.21)
+    assert "width ratio 3.90" in got["detail"]
+    assert "not measured" in valley_claims.claim_width_not_symmetry(sweeps[:1], base="/")["detail"]
+
+
+def test_the_sweep_table_adds_width_and_asymmetry(tmp_path):
+    from landscape.sweeps import sweep_table
+
+    lam = np.linspace(-1, 1, 5)
+    spec = {"vary": {"sign": ["none"]}, "order": ["sign"]}
+    with store.create(
+        tmp_path / "s.h5", kind="sweep", spec=spec, attrs={"run": "r", "epoch": 1}
+    ) as w:
+        w.scale("variant", np.array(["sign=none"]))
+        w.scale("lambda", lam)
+        w.put("vary/sign", np.array(["none"]), dims=("variant",))
+        for field, value in (("relative_norm", 1.0), ("sign_share", 0.5)):
+            w.put(f"direction/{field}", np.array([value]), dims=("variant",))
+        w.put("test/error", np.array([lam**2]), dims=("variant", "lambda"))
+        w.put("analysis/test/error/mean_pos", np.array([0.2]), dims=("variant",))
+        w.put("analysis/test/error/mean_neg", np.array([0.5]), dims=("variant",))
+        w.put("analysis/test/error/type", np.array(["v-basin"]), dims=("variant",))
+    table = sweep_table([tmp_path / "s.h5"])
+    assert table.loc[0, "sweep"] == "s" and table.loc[0, "test/error/width"] == pytest.approx(0.35)
+    assert table.loc[0, "test/error/asymmetry"] == pytest.approx(0.3)
