@@ -100,7 +100,8 @@ def test_bn_init_claim_compares_the_raw_asymmetry_of_gaussian_and_positive_inits
     sweeps = []
     for run, init, pos, neg in [("ones", "ones", 0.1, 0.3), ("normal", "normal", 0.2, 0.22)]:
         ckpt = write_checkpoint(tmp_path / f"{run}.pt", init)
-        path = tmp_path / f"{run}.h5"
+        (tmp_path / run).mkdir()
+        path = tmp_path / run / "block.h5"  # one sweep block on several runs
         with store.create(path, kind="sweep", spec={}, inputs={"checkpoint": ckpt},
                           attrs={"run": run, "epoch": 30}) as w:  # fmt: skip
             w.scale("variant", np.array(["raw", "consistent"]))
@@ -121,7 +122,8 @@ def test_width_not_symmetry_needs_symmetric_raw_valleys_of_different_widths(tmp_
     sweeps = []
     for run, pos, neg in [("narrow", 0.40, 0.42), ("wide", 0.10, 0.11)]:
         ckpt = write_checkpoint(tmp_path / f"{run}.pt", "ones")
-        path = tmp_path / f"{run}.h5"
+        (tmp_path / run).mkdir()
+        path = tmp_path / run / "block.h5"  # one sweep block on several runs
         with store.create(path, kind="sweep", spec={}, inputs={"checkpoint": ckpt},
                           attrs={"run": run, "epoch": 30}) as w:  # fmt: skip
             w.scale("variant", np.array(["raw"]))
