@@ -654,6 +654,11 @@ def _check_selection(config: Mapping[str, Any], key: str, block: Mapping[str, An
                 )
 
 
+def check_theory(config: Mapping[str, Any]) -> None:
+    """The runs and epochs that the ``theory`` block (A9) selects exist."""
+    _check_selection(config, "theory", config.get("theory", {"runs": [], "epochs": "final"}))
+
+
 def block_runs(config: Mapping[str, Any], block: Mapping[str, Any]) -> list[str]:
     """The runs a block with a ``runs`` selection ("all" or a list) is evaluated on."""
     runs = block["runs"]

@@ -25,7 +25,9 @@ from landscape.config import (
     check_duplicate_keys,
     check_files,
     check_finite,
+    check_pairs,
     check_references,
+    check_theory,
     checkpoint_epochs,
     direction_references,
     direction_spec,
@@ -65,6 +67,9 @@ except WorkflowError:
 normalize_numbers(config, SCHEMA)
 check_references(config)
 check_figures(config)
+check_sweeps(config, SCHEMA)
+check_pairs(config)
+check_theory(config)
 check_files(config)
 check_cost(config, workflow.resource_settings.overwrite_scatter.get("surface"))
 # Jobs inherit the environment (also on a cluster, where each job parses this file again);

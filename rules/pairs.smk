@@ -2,10 +2,6 @@
 #   results/pairs/{pair}.h5              compute_pair
 #   results/figures/pairs/{pair}.png     plot_pair
 
-from landscape.config import check_pairs
-
-check_pairs(config)  # with the other checks: before the DAG is built
-
 
 rule compute_pair:
     input:

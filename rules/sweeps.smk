@@ -5,9 +5,6 @@ wildcard_constraints:
     sweep="|".join(config["sweeps"]) or "(?!)",
 
 
-check_sweeps(config, SCHEMA)
-
-
 rule compute_sweep:
     input:
         unpack(get_sweep_references),

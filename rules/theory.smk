@@ -2,10 +2,6 @@
 #   results/{dataset}/{model}/{run}/theory/epoch{epoch}.h5              compute_theory
 #   results/figures/theory/{dataset}/{model}/{run}/epoch{epoch}.png     plot_theory
 
-from landscape.config import _check_selection
-
-_check_selection(config, "theory", config["theory"])  # before the DAG is built
-
 
 rule compute_theory:
     input:
