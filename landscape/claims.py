@@ -421,7 +421,4 @@ def write_claims(
     pairs: Sequence[str | Path] = (),
 ) -> pd.DataFrame:
     """Writes :func:`claims_table` as CSV (atomically) and returns it."""
-    table = claims_table(curves, surfaces, soas, base, sweeps, pairs)
-    with store.atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
-    return table
+    return store.write_csv(claims_table(curves, surfaces, soas, base, sweeps, pairs), out)

@@ -327,7 +327,4 @@ def curve_table(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 def write_curve_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     """Writes :func:`curve_table` as CSV (atomically) and returns it."""
-    table = curve_table(paths)
-    with store.atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
-    return table
+    return store.write_csv(curve_table(paths), out)

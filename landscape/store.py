@@ -299,6 +299,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
+    """Writes a table as CSV without its index, atomically, and returns it."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
 def write_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Saves a checkpoint dict with ``torch.save``, atomically, as bytes independent of ``path``.
 
@@ -1040,7 +1047,4 @@ def write_catalog(results_dir: str | os.PathLike, out_csv: str | os.PathLike) ->
     Returns:
         The catalog.
     """
-    frame = catalog(results_dir)
-    with atomic_path(out_csv) as tmp:
-        frame.to_csv(tmp, index=False)
-    return frame
+    return write_csv(catalog(results_dir), out_csv)

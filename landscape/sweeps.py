@@ -303,10 +303,7 @@ def sweep_table(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 def write_sweep_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     """Writes :func:`sweep_table` as CSV, atomically."""
-    table = sweep_table(paths)
-    with store.atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
-    return table
+    return store.write_csv(sweep_table(paths), out)
 
 
 def _metric_order(metric: str) -> tuple[int, int]:
