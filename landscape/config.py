@@ -1074,7 +1074,7 @@ def _normalize_vary(block: dict[str, Any], schema: Mapping[str, Any]) -> None:
 
 def _check_sweep_plot(key: str, block: Mapping[str, Any]) -> None:
     plot = block.get("plot", {})
-    for role in ("rows", "cols", "lines", "x"):
+    for role in ("rows", "cols", "lines", "x", "average"):
         value = plot.get(role)
         if value is None:
             continue
@@ -1083,9 +1083,10 @@ def _check_sweep_plot(key: str, block: Mapping[str, Any]) -> None:
                 f"{key}.plot.{role}: {value!r} is not a key of {key}.vary "
                 f"(keys: {', '.join(block['vary'])})"
             )
-    placed = [plot.get(r) for r in ("rows", "cols", "lines") if plot.get(r) is not None]
+    roles = ("rows", "cols", "lines", "average")
+    placed = [plot.get(r) for r in roles if plot.get(r) is not None]
     if len(placed) != len(set(placed)):
-        raise ConfigError(f"{key}.plot: rows, cols and lines must name different keys")
+        raise ConfigError(f"{key}.plot: rows, cols, lines and average must name different keys")
     split = plot.get("metric", "test/error").partition("/")[0]
     if split not in block["splits"]:
         raise ConfigError(

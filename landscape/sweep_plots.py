@@ -3,7 +3,8 @@
 - ``kind: grid`` (A1): a panel per value of ``cols`` (columns) and of ``rows`` (rows), values in
   ``vary`` order (``rows: sign`` with ``[none, consistent]`` puts the raw row above the
   sign-consistent one, as in the paper); in each panel one line per combination of the other
-  varied keys (``lines`` first), ``metric`` against lambda.
+  varied keys (``lines`` first), ``metric`` against lambda; with ``average: <key>`` a line is
+  the mean over that key's values (e.g. direction seeds), shaded from their min to their max.
 - ``kind: ratio`` (A2): ``metric``'s mean over the +lambda side (solid) and over the -lambda
   side (dashed) along the varied key ``x`` (default: the first), placed at the measured share
   of sign-consistent elements (``axis: sign_share``, the default) or at the key's values
@@ -46,6 +47,14 @@ def _line_keys(keys: Sequence[str], plot: Mapping[str, Any], placed: Sequence[st
     rest = [k for k in keys if k not in placed]
     first = plot.get("lines")
     return ([first] if first in rest else []) + [k for k in rest if k != first]
+
+
+def _line_groups(art: store.Artifact, idx: Sequence[int], keys: Sequence[str]) -> list[list[int]]:
+    """``idx`` grouped by their values of ``keys`` (groups in sweep order)."""
+    groups: dict[tuple, list[int]] = {}
+    for i in idx:
+        groups.setdefault(tuple(art[f"vary/{k}"][i] for k in keys), []).append(i)
+    return list(groups.values())
 
 
 def _line_label(art: store.Artifact, keys: Sequence[str], i: int) -> str:
@@ -110,7 +119,8 @@ def _grid_figure(art: store.Artifact, plot: Mapping[str, Any]) -> plt.Figure:
     layout = grid_layout(art, plot)
     rows, cols, metric = layout["rows"], layout["cols"], plot["metric"]
     keys = list(vary_in_order(art.spec))
-    lines = _line_keys(keys, plot, [plot.get("rows"), plot.get("cols")])
+    average = plot.get("average")
+    lines = _line_keys(keys, plot, [plot.get("rows"), plot.get("cols"), average])
     fig, axes = plt.subplots(
         len(rows),
         len(cols),
@@ -123,8 +133,13 @@ def _grid_figure(art: store.Artifact, plot: Mapping[str, Any]) -> plt.Figure:
     lam, values = art["lambda"], art[metric]
     for (r, c), idx in layout["panels"].items():
         ax = axes[r][c]
-        for i in idx:
-            ax.plot(lam, values[i], marker=".", markersize=3, label=_line_label(art, lines, i))
+        for group in _line_groups(art, idx, lines):
+            curves = values[group]
+            label = _line_label(art, lines, group[0])
+            line = ax.plot(lam, curves.mean(axis=0), marker=".", markersize=3, label=label)[0]
+            if len(group) > 1:
+                low, high = curves.min(axis=0), curves.max(axis=0)
+                ax.fill_between(lam, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.axvline(0.0, color="black", linestyle=":", linewidth=0.8)
         head = [
             f"{plot[k]}={v}" for k, v in (("cols", cols[c]), ("rows", rows[r])) if v is not None
@@ -133,7 +148,7 @@ def _grid_figure(art: store.Artifact, plot: Mapping[str, Any]) -> plt.Figure:
     for ax in axes[-1]:
         ax.set_xlabel("lambda")
     for row in axes:
-        row[0].set_ylabel(metric)
+        row[0].set_ylabel(f"{metric} (mean over {average})" if average else metric)
     if lines:
         axes[0][0].legend(frameon=False, fontsize=7)
     return fig

@@ -172,6 +172,10 @@ A1 = {
             r"sweeps\.a1\.plot\.rows: 'seed' is not a key of sweeps\.a1\.vary",
         ),
         ({"splits": ["train"]}, r"sweeps\.a1\.plot\.metric: split 'test' is not evaluated"),
+        (
+            {"plot": {"lines": "sign", "average": "sign"}},
+            r"sweeps\.a1\.plot: rows, cols, lines and average must name different keys",
+        ),
         ({"runs": ["nope"]}, r"sweeps\.a1\.runs: 'nope' is not a key of runs"),
     ],
 )
@@ -234,6 +238,29 @@ def test_sweep_figures_follow_the_plot_block(mlp_checkpoint, tmp_path, monkeypat
     assert data["seed=1"]["x"][-1] == 1.0
     sweep_plots.plot_sweep(tmp_path / "a2.h5", tmp_path / "a2.png", {"kind": "ratio"}, title="t")
     assert len(figures[-1].axes[0].get_lines()) == 4
+
+
+def test_a_grid_figure_averages_over_the_key_it_names(mlp_checkpoint, tmp_path, monkeypatch):
+    from landscape import sweep_plots
+
+    figures = []
+    monkeypatch.setattr(sweep_plots, "save_figure", lambda fig, out: figures.append(fig))
+    vary = {"sign": ["none", "consistent"], "seed": [1, 2, 3]}
+    spec = {"base": {"bias_bn": "like_weights"}, "vary": vary, **EVALUATION, "splits": ["test"]}
+    compute_sweep(mlp_checkpoint, tmp_path / "a6.h5", spec, DATASET, "cpu")
+    plot = {"lines": "sign", "average": "seed", "metric": "test/loss"}
+    sweep_plots.plot_sweep(tmp_path / "a6.h5", tmp_path / "a6.png", plot, title="t")
+    (ax,) = figures[-1].axes
+    lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in lines] == ["sign=none", "sign=consistent"]
+    art = store.open(tmp_path / "a6.h5")
+    raw = [i for i, v in enumerate(art["vary/sign"]) if v == "none"]
+    assert len(raw) == 3
+    np.testing.assert_allclose(lines[0].get_ydata(), art["test/loss"][raw].mean(axis=0))
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx(art["test/loss"][raw].max())
+    assert band.min() == pytest.approx(art["test/loss"][raw].min())
+    assert "mean over seed" in ax.get_ylabel()
 
 
 def test_special_directions_read_the_initialization_they_name(mlp_checkpoint, tmp_path):
