@@ -144,36 +144,46 @@ def _bn_weight_init(art: store.Artifact, base: str | Path) -> str:
     return meta["spec"]["model"].get("bn_weight_init", "ones")
 
 
-def _raw_sides(sweeps: Sequence[str | Path], base: str | Path) -> dict[str, list]:
-    """Per run: ``[bn_weight_init, sum(+), sum(-), count]`` of the mean test errors of its
-    raw-noise variants over lambda > 0 and lambda < 0 (pass one sweep block's files to compare
-    runs along the same directions)."""
-    sums: dict[str, list] = {}
+def _raw_sides(sweeps: Sequence[str | Path], base: str | Path) -> dict[str, tuple]:
+    """Per run: ``(bn_weight_init, pos, neg)``, the mean test errors over lambda > 0 and
+    lambda < 0 of each of its raw-noise variants (pass one sweep block's files to compare runs
+    along the same directions)."""
+    sides: dict[str, tuple] = {}
     for path in sweeps:
         art = store.open(path)
         pos, neg = _side_means(art)
         chosen = [i for i, spec in enumerate(_variant_specs(art)) if is_raw_noise(spec)]
         if not chosen:
             continue
-        entry = sums.setdefault(str(art.attrs["run"]), [_bn_weight_init(art, base), 0.0, 0.0, 0])
-        entry[1] += float(pos[chosen].sum())
-        entry[2] += float(neg[chosen].sum())
-        entry[3] += len(chosen)
-    return sums
+        run = str(art.attrs["run"])
+        init, p, n = sides.get(run, (_bn_weight_init(art, base), [], []))
+        sides[run] = (init, [*p, *pos[chosen]], [*n, *neg[chosen]])
+    return sides
 
 
 def raw_asymmetry(sweeps: Sequence[str | Path], base: str | Path = ".") -> dict[str, tuple]:
-    """Per run: ``(bn_weight_init, |sum(+) - sum(-)| / (sum(+) + sum(-)))`` of the mean test
-    errors of its raw-noise variants (0: symmetric valleys, 1: one side flat)."""
-    return {
-        run: (init, abs(p - n) / (p + n) if p + n > 0 else float("nan"))
-        for run, (init, p, n, _) in _raw_sides(sweeps, base).items()
-    }
+    """Per run: ``(bn_weight_init, mean over its raw-noise curves of |pos - neg| / (pos + neg))``
+    with ``pos``, ``neg`` a curve's mean test errors over lambda > 0 and lambda < 0 (0: symmetric
+    valleys, 1: one side flat).
+
+    Each curve's asymmetry is taken before averaging: ``d`` and ``-d`` are equally likely raw
+    noise, so a sum over directions of signed differences tends to 0 for every model, while
+    the asymmetry a single curve shows is what the paper reads from its figures.
+    """
+    found = {}
+    for run, (init, pos, neg) in _raw_sides(sweeps, base).items():
+        pos, neg = np.asarray(pos), np.asarray(neg)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            found[run] = (init, float(np.mean(np.abs(pos - neg) / (pos + neg))))
+    return found
 
 
 def raw_width(sweeps: Sequence[str | Path], base: str | Path = ".") -> dict[str, float]:
     """Per run: the mean test error of its raw-noise variants over both sides (lower: wider)."""
-    return {run: (p + n) / (2 * k) for run, (_, p, n, k) in _raw_sides(sweeps, base).items()}
+    return {
+        run: float(np.mean([*pos, *neg]))
+        for run, (_, pos, neg) in _raw_sides(sweeps, base).items()
+    }
 
 
 WIDTH_SPREAD = 1.5  # the ratio of the widest and narrowest valleys that counts as "changes width"
@@ -226,9 +236,9 @@ def claim_bn_init(sweeps: Sequence[str | Path], base: str | Path = ".") -> dict[
     claim = "Gaussian BN initialization gives near-symmetric valleys, all-positive ones do not"
     figure = "A5"
     statistic = (
-        "asymmetry |sum of mean test errors at +lambda - at -lambda| / their sum over the "
-        "raw-noise curves of one sweep block: largest N(0, 0.1)-initialized run minus smallest "
-        "all-positive one"
+        "mean over the raw-noise curves of one sweep block of each curve's asymmetry "
+        "|mean test error at +lambda - at -lambda| / their sum: largest N(0, 0.1)-initialized "
+        "run minus smallest all-positive one"
     )
     threshold = "< 0 in every sweep block run on both kinds"
     values, parts = [], []

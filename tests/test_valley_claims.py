@@ -98,23 +98,26 @@ def write_checkpoint(path, bn_weight_init):
 
 def test_bn_init_claim_compares_the_raw_asymmetry_of_gaussian_and_positive_inits(tmp_path):
     sweeps = []
-    for run, init, pos, neg in [("ones", "ones", 0.1, 0.3), ("normal", "normal", 0.2, 0.22)]:
+    # two raw directions per run (d and one like -d for "ones"), then a sign-consistent one
+    runs = [("ones", "ones", [0.1, 0.3], [0.3, 0.1]), ("normal", "normal", [0.2, 0.2], [0.22, 0.2])]
+    for run, init, pos, neg in runs:
         ckpt = write_checkpoint(tmp_path / f"{run}.pt", init)
         (tmp_path / run).mkdir()
         path = tmp_path / run / "block.h5"  # one sweep block on several runs
         with store.create(path, kind="sweep", spec={}, inputs={"checkpoint": ckpt},
                           attrs={"run": run, "epoch": 30}) as w:  # fmt: skip
-            w.scale("variant", np.array(["raw", "consistent"]))
-            specs = [json.dumps(RAW), json.dumps(CONSISTENT)]
+            w.scale("variant", np.array(["raw1", "raw2", "consistent"]))
+            specs = [json.dumps(RAW), json.dumps(RAW), json.dumps(CONSISTENT)]
             w.put("direction/spec", np.array(specs), dims=("variant",))
-            w.put("analysis/test/error/mean_pos", np.array([pos, 0.0]), dims=("variant",))
-            w.put("analysis/test/error/mean_neg", np.array([neg, 0.9]), dims=("variant",))
+            w.put("analysis/test/error/mean_pos", np.array([*pos, 0.0]), dims=("variant",))
+            w.put("analysis/test/error/mean_neg", np.array([*neg, 0.9]), dims=("variant",))
         sweeps.append(path)
     found = valley_claims.raw_asymmetry(sweeps, base="/")
+    # each curve's asymmetry, then their mean (a pooled sum would give 0 for "ones")
     assert found["ones"] == ("ones", pytest.approx(0.5))  # the consistent variant not counted
-    assert found["normal"] == ("normal", pytest.approx(0.02 / 0.42))
+    assert found["normal"] == ("normal", pytest.approx((0.02 / 0.42 + 0.0) / 2))
     got = valley_claims.claim_bn_init(sweeps, base="/")
-    assert got["holds"] and got["value"] == pytest.approx(0.02 / 0.42 - 0.5)
+    assert got["holds"] and got["value"] == pytest.approx(0.01 / 0.42 - 0.5)
     assert "not measured" in valley_claims.claim_bn_init(sweeps[:1], base="/")["detail"]
 
 

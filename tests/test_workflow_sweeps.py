@@ -140,14 +140,14 @@ def test_a4_noise_on_one_group_moves_the_loss_less_than_on_all(workdir):
 
 
 def _raw_asymmetry_by_hand(path):
-    """|sum over raw variants of the mean test error at lambda > 0 - at lambda < 0| / their sum,
+    """Mean over raw variants of |mean test error at lambda > 0 - at lambda < 0| / their sum,
     straight from the stored curves."""
     art = store.open(path)
     lam, error = art["lambda"], art["test/error"]
     raw = [i for i, v in enumerate(art["variant"]) if "sign=consistent" not in v]
-    pos = sum(error[i][lam > 0].mean() for i in raw)
-    neg = sum(error[i][lam < 0].mean() for i in raw)
-    return abs(pos - neg) / (pos + neg)
+    pos = np.array([error[i][lam > 0].mean() for i in raw])
+    neg = np.array([error[i][lam < 0].mean() for i in raw])
+    return np.mean(np.abs(pos - neg) / (pos + neg))
 
 
 def test_a5_and_a6_claims_read_the_pooled_seeds_of_each_block(workdir):
