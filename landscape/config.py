@@ -80,6 +80,18 @@ def check_references(config: Mapping[str, Any]) -> None:
             if "bn_mode" in block:
                 resolve_bn_mode(config, family, name)  # raises for auto over mixed modes
     _check_hessian(config)
+    _check_interactive(config)
+
+
+def _check_interactive(config: Mapping[str, Any]) -> None:
+    """``surface_plots.interactive`` names surfaces."""
+    names = config.get("surface_plots", {}).get("interactive", "all")
+    unknown = [] if names == "all" else [n for n in names if n not in config.get("surfaces", {})]
+    if unknown:
+        raise ConfigError(
+            f"surface_plots.interactive: '{unknown[0]}' is not a key of surfaces "
+            f"(known: {sorted(config.get('surfaces', {}))})"
+        )
 
 
 # Classes of the sources whose number of classes the config alone tells.
@@ -731,6 +743,10 @@ def direction_references(
     if _starts_at_run(spec):
         other = spec["phi_run"]
         return {"phi_init": (other, phi_epoch(config, spec, other, epoch))}
+    if spec.get("kind") == "pca":  # the run's other checkpoints (landscape.analysis_config)
+        from landscape.analysis_config import pca_references
+
+        return pca_references(config, spec, run, epoch)
     return {}
 
 
@@ -785,15 +801,16 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
 
 # Keys of a direction block that matter for each kind (besides the transforms in _TRANSFORM_KEYS).
 _KIND_KEYS = {
-    "noise": ("distribution", "seed", "closest_to"),
+    "noise": ("distribution", "seed", "closest_to", "bn_states"),
     "special": ("of", "seed"),
     "gradient": ("batches", "batch_size"),
-    "checkpoint": ("target",),
+    "checkpoint": ("target", "bn_states"),
     "eigenvector": ("which", "index"),
     "mined": (
         "algorithm", "epochs", "lr", "alpha", "gamma", "seed", "batches", "batch_size",
         "phi_init", "init_seed", "phi_run", "phi_epoch",
     ),
+    "pca": ("component", "checkpoints"),
 }
 _TRANSFORM_KEYS = ("kind", "sign", "sign_ratio", "normalization", "bias_bn", "group", "scale")
 
@@ -858,14 +875,47 @@ def evaluation_spec(config: Mapping[str, Any], family: str, name: str) -> dict[s
     (and without ``plot``, which draws no value).
 
     ``bn_mode: auto`` is replaced by the mode it resolves to (:func:`resolve_bn_mode`), so a
-    curve that took the old default ``recompute`` keeps its spec and is not rerun.
+    curve that took the old default ``recompute`` keeps its spec and is not rerun. ``evaluation``
+    is the top-level block overridden key by key by the block's own (:func:`evaluation_options`),
+    kept only where it differs from the defaults, so that artifacts evaluated the default way
+    keep their spec.
     """
     spec = {
-        k: v for k, v in config[family][name].items() if k not in ("runs", "epochs", "plot")
+        k: v
+        for k, v in config[family][name].items()
+        if k not in ("runs", "epochs", "plot", "evaluation")
     }
     if "bn_mode" in spec:
         spec["bn_mode"] = resolve_bn_mode(config, family, name)
+    options = evaluation_options(config, family, name) if family in EVALUATED else {}
+    if options:
+        spec["evaluation"] = options
     return spec
+
+
+# Defaults of the evaluation options (schema: evaluation); only values that differ enter a spec.
+EVALUATED = ("curves", "surfaces")  # the families the grid engine evaluates with them
+EVALUATION_DEFAULTS = {
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
+    "bn_recompute": "eager",
+}
+
+
+def evaluation_options(config: Mapping[str, Any], family: str, name: str) -> dict[str, Any]:
+    """The non-default evaluation options of a curve or surface: the top-level ``evaluation``
+    block, then the block's ``evaluation`` (its keys win).
+
+    >>> config = {"evaluation": {"precision": "bf16"}, "curves": {"c": {"evaluation": {}}}}
+    >>> evaluation_options(config, "curves", "c")
+    {'precision': 'bf16'}
+    >>> config["curves"]["c"]["evaluation"] = {"precision": "fp32", "compile": True}
+    >>> evaluation_options(config, "curves", "c")
+    {'compile': True}
+    """
+    merged = {**config.get("evaluation", {}), **config[family][name].get("evaluation", {})}
+    return {k: v for k, v in merged.items() if EVALUATION_DEFAULTS.get(k, object()) != v}
 
 
 # The curve BN mode of the function whose curvature hessian.bn_mode describes: eval-mode BN
@@ -1294,3 +1344,158 @@ def pair_checkpoints(config: Mapping[str, Any], name: str) -> dict[str, tuple[st
         if "bn_weights" in spec["compute"]:
             out[pair_input_name(i, 0)] = (run, 0)
     return out
+
+
+# --------------------------------------------------------------------------- A10 federated
+
+FEDERATED_SELECTION = ("datasets", "model", "alphas", "seeds", "algorithms")
+
+
+def alpha_label(alpha: float) -> str:
+    """The ``{alpha}`` of a federated path: Python's shortest repr of the float.
+
+    >>> alpha_label(10), alpha_label(0.1)
+    ('10.0', '0.1')
+    """
+    return repr(float(alpha))
+
+
+def federated_alpha(config: Mapping[str, Any], label: str) -> float:
+    """The alpha of ``federated.alphas`` whose :func:`alpha_label` is ``label``.
+
+    Raises:
+        ConfigError: If none is (naming ``federated.alphas``).
+    """
+    for alpha in config["federated"]["alphas"]:
+        if alpha_label(alpha) == label:
+            return float(alpha)
+    raise ConfigError(
+        f"federated.alphas: no alpha {label!r} (have {config['federated']['alphas']})"
+    )
+
+
+def check_federated(config: Mapping[str, Any]) -> None:
+    """Checks the ``federated`` block (A10): its datasets and model exist, alphas are distinct.
+
+    Raises:
+        ConfigError: naming the key, e.g. ``federated.model: 'x' is not a key of models``.
+    """
+    block = config.get("federated", {})
+    datasets = block.get("datasets", [])
+    if not datasets:
+        return
+    for name in datasets:
+        if name not in config["datasets"]:
+            raise ConfigError(
+                f"federated.datasets: '{name}' is not a key of datasets "
+                f"(known: {sorted(config['datasets'])})"
+            )
+    model = block.get("model")
+    if model is None:
+        raise ConfigError("federated.model: required when federated.datasets is not empty")
+    if model not in config["models"]:
+        raise ConfigError(
+            f"federated.model: '{model}' is not a key of models (known: {sorted(config['models'])})"
+        )
+    labels = [alpha_label(a) for a in block["alphas"]]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"federated.alphas: {block['alphas']} holds one value twice")
+
+
+def federated_spec(
+    config: Mapping[str, Any], dataset: str, alpha: float, algorithm: str, seed: int
+) -> dict[str, Any]:
+    """What one federated run depends on: the shared settings of the ``federated`` block, the
+    dataset and model keys, alpha, the algorithm with its parameters, and the seed.
+
+    >>> cfg = {"federated": {"datasets": ["d"], "model": "m", "alphas": [1.0], "seeds": [0],
+    ...     "algorithms": {"fedprox": {"mu": 0.1}}, "rounds": 5}}
+    >>> federated_spec(cfg, "d", 1.0, "fedprox", 0)  # doctest: +NORMALIZE_WHITESPACE
+    {'rounds': 5, 'dataset': 'd', 'model': 'm', 'alpha': 1.0, 'algorithm': 'fedprox',
+     'params': {'mu': 0.1}, 'seed': 0}
+    """
+    block = config["federated"]
+    shared = {k: v for k, v in block.items() if k not in FEDERATED_SELECTION}
+    return {
+        **shared,
+        "dataset": dataset,
+        "model": block["model"],
+        "alpha": float(alpha),
+        "algorithm": algorithm,
+        "params": dict(block["algorithms"][algorithm]),
+        "seed": int(seed),
+    }
+
+
+# --------------------------------------------------------------------------- mode connectivity
+
+MODE_CONNECT_DEFAULTS: dict[str, Any] = {
+    "curve": "bezier",
+    "epochs": 20,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5.0e-4,
+    "batch_size": 128,
+    "seed": 0,
+    "points": 21,
+    "bn_batches": 4,
+    "splits": ["train", "test"],
+}
+
+
+def check_mode_connect(config: Mapping[str, Any]) -> None:
+    """Checks every ``mode_connect`` block: two runs that exist, of one model and one dataset,
+    with a checkpoint at the block's epoch.
+
+    Raises:
+        ConfigError: naming the key, e.g. ``mode_connect.c.runs: 'x' is not a key of runs``.
+    """
+    for name, block in config.get("mode_connect", {}).items():
+        key = f"mode_connect.{name}"
+        runs = block["runs"]
+        for run in runs:
+            if run not in config["runs"]:
+                raise ConfigError(f"{key}.runs: '{run}' is not a key of runs")
+        a, b = (config["runs"][r] for r in runs)
+        for field in ("model", "dataset"):
+            if a[field] != b[field]:
+                raise ConfigError(
+                    f"{key}.runs: runs '{runs[0]}' and '{runs[1]}' differ in their {field} "
+                    f"('{a[field]}' and '{b[field]}'); a curve joins two runs of one {field}"
+                )
+        epoch = block.get("epoch", "final")
+        for run in runs:
+            if epoch != "final" and epoch not in checkpoint_epochs(config["runs"][run]["train"]):
+                raise ConfigError(
+                    f"{key}.epoch: run '{run}' has no checkpoint at epoch {epoch} "
+                    f"(add it to runs.{run}.train.checkpoints)"
+                )
+
+
+def mode_connect_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A ``mode_connect`` block resolved: defaults, each run's checkpoint epoch, the dataset.
+
+    >>> config = {"runs": {"a": {"dataset": "d", "train": {"epochs": 4}},
+    ...     "b": {"dataset": "d", "train": {"epochs": 6}}},
+    ...     "mode_connect": {"c": {"runs": ["a", "b"], "curve": "polychain"}}}
+    >>> spec = mode_connect_spec(config, "c")
+    >>> spec["run_epochs"], spec["curve"], spec["dataset"], spec["points"]
+    ([4, 6], 'polychain', 'd', 21)
+    """
+    block = config["mode_connect"][name]
+    runs = list(block["runs"])
+    epoch = block.get("epoch", "final")
+    return {
+        **MODE_CONNECT_DEFAULTS,
+        **{k: v for k, v in block.items() if k != "epoch"},
+        "name": name,
+        "runs": runs,
+        "run_epochs": [_pair_epoch(config, run, epoch) for run in runs],
+        "dataset": config["runs"][runs[0]]["dataset"],
+    }
+
+
+def mode_connect_checkpoints(config: Mapping[str, Any], name: str) -> dict[str, tuple[str, int]]:
+    """``{"a": (run, epoch), "b": (run, epoch)}``: the two endpoints of a ``mode_connect`` block."""
+    spec = mode_connect_spec(config, name)
+    return {k: (r, e) for k, r, e in zip("ab", spec["runs"], spec["run_epochs"], strict=True)}

@@ -23,6 +23,7 @@ from landscape.config import (
     check_cost,
     check_sweeps,
     check_duplicate_keys,
+    check_federated,
     check_files,
     check_finite,
     check_pairs,
@@ -70,6 +71,7 @@ check_figures(config)
 check_sweeps(config, SCHEMA)
 check_pairs(config)
 check_theory(config)
+check_federated(config)
 check_files(config)
 check_cost(config, workflow.resource_settings.overwrite_scatter.get("surface"))
 # Jobs inherit the environment (also on a cluster, where each job parses this file again);
@@ -388,4 +390,190 @@ def theory_targets():
         path
         for pattern in (THEORY, THEORY_FIGURE)
         for path in selection_targets("theory", pattern)
+    ]
+
+
+# A10 federated learning (rules/federated.smk; the `federated` block is checked above).
+from landscape.config import alpha_label, federated_alpha, federated_spec
+
+FEDERATED = "results/federated/{dataset}/alpha{alpha}/{algorithm}/seed{seed}.h5"
+FEDERATED_TABLE = "results/tables/federated.csv"
+FEDERATED_TABLE_FIGURE = "results/figures/federated/table.png"
+FEDERATED_ACCURACY_FIGURE = "results/figures/federated/accuracy_{dataset}.png"
+
+
+def federated_runs(dataset=None):
+    """The file of every federated run (of one dataset, or of all)."""
+    block = config["federated"]
+    return [
+        FEDERATED.format(
+            dataset=name, alpha=alpha_label(alpha), algorithm=algorithm, seed=seed
+        )
+        for name in block["datasets"]
+        if dataset is None or name == dataset
+        for alpha in block["alphas"]
+        for algorithm in block["algorithms"]
+        for seed in block["seeds"]
+    ]
+
+
+def get_federated_runs(wildcards):
+    """The federated runs of the figure's dataset."""
+    return federated_runs(wildcards.dataset)
+
+
+def federated_targets():
+    """The runs, the table and the figures of the `federated` block (none without datasets)."""
+    datasets = config["federated"]["datasets"]
+    if not datasets:
+        return []
+    figures = [FEDERATED_ACCURACY_FIGURE.format(dataset=name) for name in datasets]
+    return [
+        *federated_runs(),
+        FEDERATED_TABLE,
+        FEDERATED_TABLE_FIGURE,
+        *figures,
+    ]
+
+
+# Plot set, interactive page and ParaView export of every surface (rules/exports.smk).
+SURFACE_VIEW = (
+    "results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}/{view}.png"
+)
+SURFACE_HTML = (
+    "results/figures/surfaces/{dataset}/{model}/{run}/epoch{epoch}/{surface}.html"
+)
+SURFACE_VTP = "results/{dataset}/{model}/{run}/surfaces/epoch{epoch}/{surface}.vtp"
+
+
+def surface_view(view):
+    """The figure of one view of a surface's plot set (landscape.surface_plots.VIEWS)."""
+    return SURFACE_VIEW.replace("{view}", view)
+
+
+def surface_export_targets():
+    """The .vtp of every surface instance (its job also draws the plot set) and the interactive
+    page of the surfaces `surface_plots.interactive` names."""
+    block = config["surface_plots"]
+    if not block["enabled"]:
+        return []
+    pages = instances("surfaces", SURFACE_HTML)
+    if block["interactive"] != "all":
+        pages = [p for p in pages if Path(p).stem in block["interactive"]]
+    return instances("surfaces", SURFACE_VTP) + pages
+
+
+# Trajectories, eigenvalue maps, group curvature, weight statistics (rules/analysis.smk).
+from landscape.analysis_config import (
+    check_analysis,
+    eigenmap_spec,
+    group_curvature_spec,
+    pca_surfaces,
+    selection,
+    trajectory_epochs,
+    weight_stats_spec,
+)
+
+check_analysis(config)
+
+TRAJECTORY = "results/{dataset}/{model}/{run}/trajectories/epoch{epoch}/{surface}.h5"
+TRAJECTORY_FIGURE = (
+    "results/figures/trajectories/{dataset}/{model}/{run}/epoch{epoch}/{surface}.png"
+)
+EIGENMAP = "results/{dataset}/{model}/{run}/eigenmaps/epoch{epoch}/{eigenmap}.h5"
+EIGENMAP_SHARD = "results/{dataset}/{model}/{run}/eigenmaps/epoch{epoch}/{eigenmap}.shards/{scatteritem}.h5"
+EIGENMAP_FIGURE = (
+    "results/figures/eigenmaps/{dataset}/{model}/{run}/epoch{epoch}/{eigenmap}.png"
+)
+GROUP_CURVATURE = (
+    "results/{dataset}/{model}/{run}/hessian/epoch{epoch}/group_curvature.h5"
+)
+GROUP_CURVATURE_TABLE = "results/tables/group_curvature.csv"
+WEIGHT_STATS = "results/{dataset}/{model}/{run}/weight_stats.h5"
+WEIGHT_STATS_FIGURE = "results/figures/weight_stats/{dataset}/{model}/{run}.png"
+
+
+def get_trajectory_inputs(wildcards):
+    """Theta's checkpoint, the surface's two PCA directions and every projected checkpoint."""
+    epochs = trajectory_epochs(
+        config, wildcards.surface, wildcards.run, int(wildcards.epoch)
+    )
+    keys = dict(wildcards.items())
+    return {
+        "checkpoint": CHECKPOINT.format(**keys),
+        "directions": get_surface_directions(wildcards),
+        "trajectory": [CHECKPOINT.format(**{**keys, "epoch": e}) for e in epochs],
+    }
+
+
+def get_eigenmap_directions(wildcards):
+    """The x and y direction files of an eigenvalue map, at its checkpoint."""
+    keys = {k: v for k, v in wildcards.items() if k not in ("eigenmap", "scatteritem")}
+    return [
+        DIRECTION.format(**keys, direction=name)
+        for name in config["eigenmaps"][wildcards.eigenmap]["directions"]
+    ]
+
+
+def get_run_checkpoints(wildcards):
+    """Every checkpoint of a run, in epoch order."""
+    train = config["runs"][wildcards.run]["train"]
+    return [
+        CHECKPOINT.format(**dict(wildcards.items()), epoch=e)
+        for e in checkpoint_epochs(train)
+    ]
+
+
+def analysis_targets():
+    """Trajectories, eigenvalue maps, group curvature and weight statistics the config selects."""
+    targets = [
+        pattern.format(**run_wildcards(config, run), epoch=epoch, surface=name)
+        for name in pca_surfaces(config)
+        for run, epoch in selection(config, config["surfaces"][name])
+        for pattern in (TRAJECTORY, TRAJECTORY_FIGURE)
+    ]
+    targets += [
+        pattern.format(**run_wildcards(config, run), epoch=epoch, eigenmap=name)
+        for name, block in config["eigenmaps"].items()
+        for run, epoch in selection(config, block)
+        for pattern in (EIGENMAP, EIGENMAP_FIGURE)
+    ]
+    if config["group_curvature"]["runs"]:
+        targets.append(GROUP_CURVATURE_TABLE)
+    targets += [
+        pattern.format(**run_wildcards(config, run))
+        for run in config["weight_stats"]["runs"]
+        for pattern in (WEIGHT_STATS, WEIGHT_STATS_FIGURE)
+    ]
+    return targets
+
+
+# Mode-connecting curves (rules/mode_connect.smk).
+from landscape.config import (
+    check_mode_connect,
+    mode_connect_checkpoints,
+    mode_connect_spec,
+)
+
+check_mode_connect(config)
+MODE_CONNECT = "results/mode_connect/{name}.h5"
+MODE_CONNECT_FIGURE = "results/figures/mode_connect/{name}.png"
+
+
+def get_mode_connect_checkpoints(wildcards):
+    """The two endpoint checkpoints of a mode_connect block, as inputs a and b."""
+    return {
+        key: CHECKPOINT.format(**run_wildcards(config, run), epoch=epoch)
+        for key, (run, epoch) in mode_connect_checkpoints(
+            config, wildcards.name
+        ).items()
+    }
+
+
+def mode_connect_targets():
+    """The file and figure of every mode_connect block."""
+    return [
+        pattern.format(name=name)
+        for name in config["mode_connect"]
+        for pattern in (MODE_CONNECT, MODE_CONNECT_FIGURE)
     ]

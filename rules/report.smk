@@ -105,9 +105,12 @@ rule write_catalog:
         table_figures=rules.plot_curve_table.output.figure,
         figures=figure_targets(),
         pairs=pair_targets(),
+        mode_connect=mode_connect_targets(),
         sweeps=instances("sweeps", SWEEP),
         sweep_figures=instances("sweeps", SWEEP_FIGURE),
         theory=theory_targets(),
+        federated=federated_targets(),
+        analysis=analysis_targets(),
     output:
         csv="results/catalog.csv",
     log:
