@@ -3,7 +3,10 @@
 Every HDF5 artifact carries root attributes ``schema_version``, ``kind``, ``spec`` (canonical JSON
 of the config block that made it), ``inputs`` (canonical JSON of ``{name: {path, sha256}}``) and
 ``versions``. Grids are datasets with attached HDF5 dimension scales (``lambda``, or ``x`` and
-``y``), one dataset per split and metric (``test/loss``, ``train/error``, ...). Values are stored
+``y``), one dataset per split and metric (``test/loss``, ``train/error``, ...), each also
+soft-linked at the root under its netCDF name (``test_loss``), so that
+``xarray.open_dataset(path, engine="h5netcdf")`` shows it with named dimensions and coordinates
+(:meth:`Artifact.to_xarray` gives the same Dataset). Values are stored
 as they came: NaN marks a point never computed and inf stays inf. Files are written under a
 temporary sibling name and renamed into place only when complete, so a killed job never leaves a
 half-written file under the final name. Readers return plain numpy and pandas objects.
@@ -43,6 +46,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: jobs that only write skip it
     import pandas as pd
+    import xarray as xr
 
 SCHEMA_VERSION: int = 1
 
@@ -523,10 +527,53 @@ def create(
             f.attrs["versions"] = canonical_json(versions())
             _set_attrs(f, attrs)
             yield Writer(f)
+            _link_grids_at_root(f, path)
             f.flush()
             image = f.id.get_file_image()
         with builtins.open(tmp, "xb") as out:
             out.write(image)
+
+
+def netcdf_name(name: str) -> str:
+    """The root-level name a grid dataset has for netCDF readers: its path with ``_`` for ``/``.
+
+    >>> netcdf_name("test/loss"), netcdf_name("analysis/test/loss/stationary"), netcdf_name("x")
+    ('test_loss', 'analysis_test_loss_stationary', 'x')
+    """
+    return name.replace("/", "_")
+
+
+def _is_grid(obj: h5py.Dataset) -> bool:
+    """Whether a dataset has at least one axis and a dimension scale attached to every axis."""
+    return obj.ndim > 0 and not obj.is_scale and all(len(obj.dims[i]) for i in range(obj.ndim))
+
+
+def _link_grids_at_root(f: h5py.File, path: str | os.PathLike) -> None:
+    """Soft-links every grid dataset inside a group at the root under its :func:`netcdf_name`.
+
+    netCDF readers (``xarray.open_dataset(path, engine="h5netcdf")``) show the root group's
+    variables: with these links they see ``test_loss(x, y)`` next to the ``x`` and ``y``
+    coordinates. A soft link is a second name, not a copy; :func:`open` follows only the real
+    names, so the store's own datasets stay as they were.
+
+    Raises:
+        ArtifactError: if a link name is already taken at the root, naming both datasets.
+    """
+    grids: list[str] = []
+
+    def find(name: str, obj: Any) -> None:
+        if "/" in name and isinstance(obj, h5py.Dataset) and _is_grid(obj):
+            grids.append(name)
+
+    f.visititems(find)
+    for name in grids:
+        flat = netcdf_name(name)
+        if flat in f:
+            raise ArtifactError(
+                f"{path}: dataset {name!r} cannot be linked as {flat!r} for netCDF readers: "
+                f"{flat!r} already exists at the root"
+            )
+        f[flat] = h5py.SoftLink(f"/{name}")
 
 
 def _provenance(
@@ -573,6 +620,7 @@ class Artifact:
         data: every dataset outside tensor groups, by full name (``"test/loss"``, ``"lambda"``).
         dims: dataset name to the names of the scales attached to each axis (``""`` if none).
         tensor_groups: tensor group name to its tensors in stored order (see :meth:`tensors`).
+        data_attrs: dataset name to its attributes, without HDF5's dimension-scale bookkeeping.
     """
 
     path: Path
@@ -583,6 +631,7 @@ class Artifact:
     data: dict[str, np.ndarray]
     dims: dict[str, tuple[str, ...]]
     tensor_groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    data_attrs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
@@ -670,16 +719,90 @@ class Artifact:
             index = pd.MultiIndex.from_product([self.data[d] for d in dims], names=list(dims))
         return pd.DataFrame({n: self.data[n].reshape(-1) for n in names}, index=index)
 
+    def to_xarray(self) -> xr.Dataset:
+        """The artifact as the ``xarray.Dataset`` that ``xarray.open_dataset(path,
+        engine="h5netcdf")`` reads from its file (loaded, the file closed).
 
-def _read_h5(path: Path, *, with_data: bool) -> tuple[dict, dict, dict, dict]:
-    """Root attrs, data, dims and tensor groups of an HDF5 file (errors left to the caller)."""
+        Dimension scales become dimension coordinates (``lambda``, or ``x`` and ``y``). Every
+        other dataset with a scale on each axis becomes a data variable named by
+        :func:`netcdf_name` (``test/loss`` -> ``test_loss``), as the file links it at its root;
+        root datasets keep their names. Datasets in groups without a scale on each axis (a
+        curve's ``analysis/*/type`` and other scalars, tensor groups) are left out: they are in
+        :attr:`data`, and ``xarray.open_datatree`` shows them group by group. The root attributes
+        (``kind``, ``spec``, ``inputs`` and ``versions`` as JSON text, ...) are the Dataset's.
+
+        Raises:
+            ImportError: if xarray is not installed (it is in the ``xarray`` and ``test`` extras).
+            ArtifactError: for a root dataset with an axis without a scale, which netCDF cannot
+                name, or two datasets with the same :func:`netcdf_name`.
+        """
+        try:
+            import xarray as xr
+        except ImportError as exc:
+            raise ImportError(
+                "Artifact.to_xarray needs xarray: pip install xarray h5netcdf, or install this "
+                "package with its 'xarray' extra (pip install -e '.[xarray]'; the 'test' extra "
+                "includes it)"
+            ) from exc
+        scales = set(self.scales)
+        coords = {
+            name: xr.Variable((name,), self.data[name], self._netcdf_attrs(name))
+            for name in sorted(scales)
+        }
+        variables: dict[str, xr.Variable] = {}
+        for name in sorted(self.data):
+            dims = self.dims[name]
+            if name in scales or ("/" in name and not (dims and all(dims))):
+                continue
+            if not all(dims):
+                raise ArtifactError(
+                    f"{self.path}: dataset {name!r} has no dimension scale on axis "
+                    f"{dims.index('')}, so netCDF readers cannot name that dimension"
+                )
+            flat = netcdf_name(name)
+            if flat in variables or flat in coords:
+                raise ArtifactError(f"{self.path}: two datasets are named {flat!r} for netCDF")
+            variables[flat] = xr.Variable(dims, self.data[name], self._netcdf_attrs(name))
+        return xr.Dataset(variables, coords=coords, attrs=_netcdf_attrs(self.attrs))
+
+    def _netcdf_attrs(self, name: str) -> dict[str, Any]:
+        return _netcdf_attrs(self.data_attrs.get(name, {}))
+
+
+def _netcdf_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes as netCDF readers give them: a one-element list or array is its element."""
+    return {
+        k: v[0] if isinstance(v, list | np.ndarray) and np.ndim(v) == 1 and len(v) == 1 else v
+        for k, v in attrs.items()
+    }
+
+
+# Attributes HDF5 dimension scales and netCDF-4 keep for themselves (h5netcdf hides the same).
+_SCALE_ATTRS = frozenset(
+    {
+        "CLASS",
+        "NAME",
+        "REFERENCE_LIST",
+        "DIMENSION_LIST",
+        "_Netcdf4Dimid",
+        "_Netcdf4Coordinates",
+        "_nc3_strict",
+        "_NCProperties",
+    }
+)
+
+
+def _read_h5(path: Path, *, with_data: bool) -> tuple[dict, dict, dict, dict, dict]:
+    """Root attrs, data, dims, tensor groups and dataset attrs of an HDF5 file (errors left to
+    the caller)."""
     data: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     groups: dict[str, dict[str, np.ndarray]] = {}
+    data_attrs: dict[str, dict[str, Any]] = {}
     with _h5file(path, "r") as f:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         if not with_data:
-            return attrs, data, dims, groups
+            return attrs, data, dims, groups, data_attrs
         tensor_groups: list[str] = []
 
         def find(name: str, obj: Any) -> None:
@@ -700,9 +823,12 @@ def _read_h5(path: Path, *, with_data: bool) -> tuple[dict, dict, dict, dict]:
             dims[name] = tuple(
                 obj.dims[i][0].name.lstrip("/") if len(obj.dims[i]) else "" for i in range(obj.ndim)
             )
+            data_attrs[name] = {
+                k: _attr(v) for k, v in obj.attrs.items() if k not in _SCALE_ATTRS
+            }
 
         f.visititems(visit)
-    return attrs, data, dims, groups
+    return attrs, data, dims, groups, data_attrs
 
 
 def _json_attr(path: Path, attrs: Mapping[str, Any], key: str) -> Any:
@@ -730,7 +856,7 @@ def open(path: str | os.PathLike) -> Artifact:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such artifact")
     try:
-        attrs, data, dims, groups = _read_h5(path, with_data=True)
+        attrs, data, dims, groups, data_attrs = _read_h5(path, with_data=True)
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: not a readable HDF5 artifact ({exc})") from exc
     if "kind" not in attrs or "schema_version" not in attrs:
@@ -744,6 +870,7 @@ def open(path: str | os.PathLike) -> Artifact:
         data=data,
         dims=dims,
         tensor_groups=groups,
+        data_attrs=data_attrs,
     )
 
 
@@ -900,10 +1027,20 @@ def kept_previous(
 _EPOCH = re.compile(r"^epoch(\d+)$")
 
 
+# Folders under results/ that hold artifacts of several runs, not ``{dataset}/{model}/{run}``.
+_CROSS_RUN = frozenset({"federated", "pairs", "mode_connect", "tables", "figures"})
+
+
 def _path_parts(rel: Path) -> dict[str, Any]:
-    """``results/{dataset}/{model}/{run}/.../name`` parts of a relative artifact path."""
+    """``results/{dataset}/{model}/{run}/.../name`` parts of a relative artifact path.
+
+    >>> _path_parts(Path("digits/mlp/mlp/curves/epoch30/c.h5"))["run"]
+    'mlp'
+    >>> _path_parts(Path("federated/digits/alpha1.0/fedavg/seed0.h5"))["run"] is None
+    True
+    """
     parts = rel.parts
-    layout = len(parts) >= 4
+    layout = len(parts) >= 4 and parts[0] not in _CROSS_RUN
     epoch = None
     for part in (*parts[:-1], rel.stem):
         m = _EPOCH.match(part)

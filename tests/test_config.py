@@ -69,6 +69,10 @@ def test_schema_fills_defaults():
             lambda c: c["directions"].update(t={"kind": "checkpoint", "target": {"run": "x"}}),
             "directions.t.target.run",
         ),
+        (
+            lambda c: c["surface_plots"].update(interactive=["plane", "nope"]),
+            "surface_plots.interactive: 'nope' is not a key of surfaces",
+        ),
     ],
 )
 def test_bad_references_name_the_key(edit, key):

@@ -121,7 +121,13 @@ def test_caching_reruns_only_what_changed(workdir):
         }
     expected |= {
         "digits/vgg_bn/vgg_bn/surfaces/epoch2/plane.h5",
+        "digits/vgg_bn/vgg_bn/surfaces/epoch2/plane.vtp",
         "figures/surfaces/digits/vgg_bn/vgg_bn/epoch2/plane.png",
+        "figures/surfaces/digits/vgg_bn/vgg_bn/epoch2/plane.html",
+    }
+    expected |= {
+        f"figures/surfaces/digits/vgg_bn/vgg_bn/epoch2/plane/{view}.png"
+        for view in ("contour", "contourf", "heatmap", "surface3d")
     }
     assert changed(before, snapshot(workdir)) == expected
 
