@@ -21,6 +21,10 @@ Base vectors (``kind``):
   direction, V9) or Algorithm 2 (``vvv``, a vvv-basin direction, V10) over fixed training
   batches (:func:`gradient_batches`); see :mod:`landscape.mining`. Algorithm 2 starts ``phi`` at
   ``theta``, a fresh initialization or another run's checkpoint (:func:`phi_init`).
+- ``pca``: a principal component (``component`` 1 or 2) of the run's checkpoints ``theta_E -
+  theta`` (a training trajectory, tomgoldstein/loss-landscape's PCA directions); see
+  :mod:`~landscape.directions.pca`. With ``bn_states`` (noise and checkpoint kinds) a direction
+  also moves the BN running statistics; see :mod:`~landscape.directions.states`.
 - ``eigenvector``: a Hessian eigenvector of the checkpoint (``which``: ``LA`` top, the
   paper's P.E.; ``SA`` most negative, N.E.; ``index`` from 1), read from the spectrum file that
   :func:`landscape.curvature.compute_spectrum` wrote (V8, V11); see :func:`eigenvector`. The file
@@ -105,6 +109,7 @@ from landscape.directions.mined_spec import (
     phi_init,
 )
 from landscape.directions.noise import NOISE, closest_noise, noise, noise_stream
+from landscape.directions.pca import principal_components, project, trajectory_matrix
 from landscape.directions.special import SPECIALS, special
 
 __all__ = [
@@ -138,6 +143,8 @@ __all__ = [
     "normalize",
     "orthogonalize",
     "phi_init",
+    "principal_components",
+    "project",
     "read_reference_direction",
     "register",
     "required_references",
@@ -145,5 +152,6 @@ __all__ = [
     "special",
     "towards",
     "trainable",
+    "trajectory_matrix",
     "write_direction",
 ]

@@ -33,7 +33,7 @@ NORMALIZATIONS = ("raw", "norm", "layer", "filter")
 BIAS_BN = ("zero", "normalize", "raw", "like_weights")
 SIGNS = ("none", "consistent")
 # Each kind is built by the module of its name in this package (see the module docstring).
-KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector", "mined")
+KINDS = ("noise", "special", "gradient", "checkpoint", "eigenvector", "mined", "pca")
 
 
 def trainable(model: nn.Module) -> dict[str, Tensor]:

@@ -25,6 +25,7 @@ from landscape.directions.base import (
     choice,
     cosine,
     direction_norms,
+    global_norm,
     match_norm,
     normalize,
     reference,
@@ -33,6 +34,7 @@ from landscape.directions.base import (
 )
 from landscape.directions.eigenvector import eigenvector
 from landscape.directions.mined_spec import fresh_initialization, phi_init
+from landscape.directions.states import state_direction
 from landscape.params import group_names, restrict
 from landscape.train import load_model, resolve_device
 
@@ -72,7 +74,8 @@ def make_direction(
       :func:`eigenvector`) or ``mined`` (``algorithm`` wpeak or vvv, ``epochs``, ``lr``,
       ``alpha``, ``gamma``, ``seed``, over ``batches`` of ``batch_size`` like ``gradient``;
       Algorithm 2 starts ``phi`` at ``theta`` or, with ``phi_init: init`` or ``run``, at
-      ``references["phi_init"]``, see :func:`phi_init`).
+      ``references["phi_init"]``, see :func:`phi_init`) or ``pca`` (``component`` of the
+      checkpoints ``references["trajectory_<epoch>"]``, :mod:`landscape.directions.pca`).
     - ``sign``: ``none`` (default) or ``consistent`` with ``sign_ratio`` (default 1.0) and the
       spec's ``seed``: :func:`sign_consistent` against the model's parameters.
     - ``normalization``: see :func:`normalize`; default ``filter`` for noise, ``norm`` for
@@ -116,7 +119,7 @@ def make_direction(
         eps = restrict(eps, group_names(model, group))
     scale = float(spec.get("scale", 1.0))
     eps = eps if scale == 1.0 else {n: d * scale for n, d in eps.items()}
-    if record:
+    if "closest_to" in spec:
         record["angle_to_reference"] = angle_degrees(cosine(eps, references["closest_to"]))
     if attrs is not None:
         attrs.update(record)
@@ -222,7 +225,9 @@ def write_direction(
     ``||theta||``, ``relative_norm``), the ``normalization`` and ``bias_bn`` applied
     (:func:`normalization_of`), for ``phi_init: init`` the ``init_seed`` of the start, for
     ``phi_init: run`` the ``phi_run`` and ``phi_epoch`` of the start checkpoint (from its
-    metadata), and for ``closest_to`` the choice (:func:`make_direction`'s ``attrs``).
+    metadata), for ``closest_to`` the choice and for ``pca`` the explained variance
+    (:func:`make_direction`'s ``attrs``). With ``bn_states`` the file also holds the tensor group
+    ``buffers`` (:func:`landscape.directions.states.state_direction`) and ``bn_states_norm``.
     """
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
@@ -230,8 +235,10 @@ def write_direction(
     paths = dict(references or {})
     attrs: dict[str, Any] = {}
     refs = {}
+    states = {}
     for role, path in paths.items():
         state = store.read_checkpoint(path)
+        states[role] = state["model"]
         what = f"references[{role!r}] ({path})"
         if role == "phi_init":
             what = f"phi_run {spec.get('phi_run')!r} ({path})"
@@ -252,6 +259,10 @@ def write_direction(
     data = load_data(dataset, dev) if dataset is not None and needs_data(spec) else None
     direction = make_direction(spec, model, references=refs, data=data, attrs=attrs)
     attrs.update(direction_norms(direction, params))
+    buffers = {}
+    if spec.get("bn_states"):  # BN running statistics too (landscape.directions.states)
+        buffers = state_direction(spec, model, params, states.get("target"))
+        attrs["bn_states_norm"] = global_norm(buffers)
     attrs["normalization"], attrs["bias_bn"] = normalization_of(spec)
     attrs.update(run=meta["run"], epoch=meta["epoch"])
     if data is not None:  # the seed of its fixed batches
@@ -264,3 +275,5 @@ def write_direction(
         attrs=attrs,
     ) as w:
         w.put_tensors("params", direction)
+        if buffers:
+            w.put_tensors("buffers", buffers)
