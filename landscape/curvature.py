@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from landscape import gauss_newton, hessian, store
+from landscape.block_lanczos import block_lanczos
 from landscape.data import load_data
 from landscape.directions import towards, trainable
 from landscape.evaluate import lambda_grid
@@ -64,6 +65,7 @@ def operator(model: nn.Module, data, spec: Mapping[str, Any]) -> hessian.Hessian
         dtype=DTYPES[spec.get("dtype", "float32")],
         bn_mode=spec.get("bn_mode", "eval"),
         method=spec.get("hvp", "auto"),
+        block_products=spec.get("block_products", "auto"),
     )
 
 
@@ -93,10 +95,18 @@ def _create(out, kind, spec, checkpoint, meta, op, extra=None):
 
 
 def eigenpairs(op: hessian.HessianLinearOperator, spec: Mapping[str, Any], which: str):
-    """Eigenpairs by the configured method (``lanczos`` on the device, or scipy's ``eigsh``)."""
+    """Eigenpairs by the configured method: ``lanczos`` on the device, ``block_lanczos`` on
+    blocks of ``block_size`` products (:func:`landscape.block_lanczos.block_lanczos`), or
+    scipy's ``eigsh``."""
     k, tol, seed = spec.get("k", 5), spec.get("tol", 1e-6), spec.get("seed", 0)
-    if spec.get("method", "lanczos") == "eigsh":
+    method = spec.get("method", "lanczos")
+    if method == "eigsh":
         return hessian.eigsh_topk(op, k, which=which, tol=tol, seed=seed)
+    if method == "block_lanczos":
+        size, max_steps = spec.get("block_size"), spec.get("max_steps")
+        return block_lanczos(
+            op, k, which=which, block_size=size, tol=tol, max_steps=max_steps, seed=seed
+        )
     return hessian.lanczos(op, k, which=which, tol=tol, max_steps=spec.get("max_steps"), seed=seed)
 
 
@@ -117,7 +127,7 @@ def compute_spectrum(
 
     Args:
         spec: the ``hessian`` block's evaluation keys plus ``spectrum``: ``k``, ``which`` (a
-            list of ``LA``/``SA``), ``method``, ``tol``, ``max_steps``, ``seed``.
+            list of ``LA``/``SA``), ``method``, ``block_size``, ``tol``, ``max_steps``, ``seed``.
     """
     op, meta = _load(checkpoint, spec, dataset, device)
     sub = spec.get("spectrum", {})

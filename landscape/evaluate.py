@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import store
+from landscape.config import EVALUATION_DEFAULTS
 from landscape.curves import analyze_curve
 from landscape.data import DataBundle, Split, load_data
 from landscape.directions import Direction, orthogonalize
@@ -40,6 +41,13 @@ BN_MODES = ("keep", "recompute")
 ANALYSIS_FIELDS = ("n_stationary", "mean_pos", "mean_neg", "ratio", "difference")
 # Root attributes of curves and surfaces, besides spec and inputs.
 EVALUATION_ATTRS = ("num_classes", "run", "epoch", "subset_seed", "batchnorm")
+# Root attributes of curves and surfaces evaluated with non-default engine options.
+OPTION_ATTRS = (
+    *EVALUATION_DEFAULTS,
+    "max_abs_diff_vs_fp32",
+    "max_rel_diff_vs_fp32",
+    "evaluation_note",
+)
 
 
 def lambda_grid(spec: Mapping[str, Any]) -> np.ndarray:
@@ -83,7 +91,7 @@ def evaluate_grid(
         batch_size: evaluation batch size.
         progress: show a progress bar.
         **engine: options of :class:`landscape.grid.GridEvaluator` (strategy, chunk_size,
-            memory_mb, first_layer, compile).
+            memory_mb, first_layer, compile, precision, channels_last, bn_recompute).
 
     Returns:
         ``{split: {"loss": (P,), "error": (P,)}}`` as float64 arrays; NaN and inf as computed.
@@ -100,6 +108,38 @@ def evaluate_grid(
         **engine,
     )
     return evaluator(coords, splits, progress=progress)
+
+
+def evaluate_with_options(
+    model: nn.Module,
+    directions: Sequence[Direction],
+    coords: np.ndarray,
+    splits: Mapping[str, Split],
+    engine: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """:func:`evaluate_grid` with ``engine``, and the attributes its options call for.
+
+    With every option (``precision``, ``channels_last``, ``compile``, ``bn_recompute``) at its
+    default the attributes are empty. Otherwise they record the options and the largest absolute
+    and relative loss difference, over the splits, to the default engine at theta (coordinates
+    0): the options' engine evaluates theta alongside the grid, the default one evaluates it once.
+    """
+    options = {k: engine[k] for k in EVALUATION_DEFAULTS if k in engine}
+    if all(EVALUATION_DEFAULTS[k] == v for k, v in options.items()):
+        return evaluate_grid(model, directions, coords, splits, **engine), {}
+    origin = np.zeros((1, len(directions)))
+    both = evaluate_grid(model, directions, np.concatenate([coords, origin]), splits, **engine)
+    result = {s: {m: v[:-1] for m, v in by.items()} for s, by in both.items()}
+    default = {k: v for k, v in engine.items() if k not in EVALUATION_DEFAULTS}
+    ref = evaluate_grid(model, directions, origin, splits, **default)
+    fast = np.array([both[s]["loss"][-1] for s in splits])
+    slow = np.array([ref[s]["loss"][0] for s in splits])
+    attrs: dict[str, Any] = {**EVALUATION_DEFAULTS, **options}
+    attrs["max_abs_diff_vs_fp32"] = float(np.max(np.abs(fast - slow), initial=0.0))
+    attrs["max_rel_diff_vs_fp32"] = float(np.max(np.abs(fast - slow) / np.abs(slow), initial=0.0))
+    if attrs["precision"] == "tf32" and next(model.parameters()).device.type == "cpu":
+        attrs["evaluation_note"] = "tf32 has no effect on CPU"
+    return result, attrs
 
 
 def shard_indices(total: int, scatteritem: str) -> np.ndarray:
@@ -138,10 +178,8 @@ def _evaluation(checkpoint, directions, spec, dataset, device):
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
-    vectors = [
-        {n: torch.as_tensor(v, device=dev) for n, v in store.open(p).tensors().items()}
-        for p in directions
-    ]
+    arts = [store.open(p) for p in directions]
+    vectors = [{n: torch.as_tensor(v, device=dev) for n, v in a.tensors().items()} for a in arts]
     if spec.get("orthogonalize"):
         vectors[1] = orthogonalize(vectors[0], vectors[1])
     splits = {s: getattr(data, s) for s in spec["splits"]}
@@ -150,7 +188,13 @@ def _evaluation(checkpoint, directions, spec, dataset, device):
         "bn_mode": spec["bn_mode"],
         "bn_batches": fixed_bn_batches(data, spec),
         "batch_size": spec["batch_size"],
+        **spec.get("evaluation", {}),
     }
+    if any("buffers" in a.tensor_groups for a in arts):  # bn_states directions
+        stats = [a.tensor_groups.get("buffers", {}) for a in arts]
+        engine["buffer_directions"] = [
+            {n: torch.as_tensor(v, device=dev) for n, v in s.items()} for s in stats
+        ]
     return model, meta, vectors, splits, engine
 
 
@@ -181,14 +225,14 @@ def compute_curve(
         checkpoint, [direction], spec, dataset, device
     )
     lambdas = lambda_grid(spec["lambda"])
-    result = evaluate_grid(model, vectors, lambdas[:, None], splits, **engine)
+    result, options = evaluate_with_options(model, vectors, lambdas[:, None], splits, engine)
     metrics = {f"{s}/{m}": v for s, by_metric in result.items() for m, v in by_metric.items()}
     with store.create(
         out,
         kind="curve",
         spec=spec,
         inputs={"checkpoint": checkpoint, "direction": direction},
-        attrs={k: meta[k] for k in EVALUATION_ATTRS},
+        attrs={k: meta[k] for k in EVALUATION_ATTRS} | options,
     ) as w:
         w.scale("lambda", lambdas)
         for name, values in metrics.items():
@@ -227,9 +271,9 @@ def compute_surface_shard(
     xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
     index = shard_indices(len(xs) * len(ys), scatteritem)
     coords = np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
-    result = evaluate_grid(model, vectors, coords, splits, **engine)
+    result, options = evaluate_with_options(model, vectors, coords, splits, engine)
     inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}
-    attrs = {k: meta[k] for k in EVALUATION_ATTRS}
+    attrs = {k: meta[k] for k in EVALUATION_ATTRS} | options
     with store.create(out, kind="surface_shard", spec=spec, inputs=inputs, attrs=attrs) as w:
         w.put("index", index)
         for s, by_metric in result.items():
@@ -258,6 +302,7 @@ def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[s
             raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
         inputs = shard.inputs
         attrs = {k: shard.attrs[k] for k in EVALUATION_ATTRS if k in shard.attrs}
+        attrs |= {k: shard.attrs[k] for k in OPTION_ATTRS if k in shard.attrs}
         attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
         for name, values in shard.data.items():
             if name == "index":

@@ -13,6 +13,11 @@ modified) and data that stays on its device:
 
 ``auto`` picks ``batched`` for models without convolutions and ``pointwise`` otherwise.
 
+Options, all off by default (config ``evaluation``): ``precision`` (``tf32``, ``bf16``
+autocast), ``channels_last``, ``compile`` and, for ``pointwise``, ``bn_recompute: functional``
+(BN statistics through one compilable graph per batch and the eval pass with BN folded into the
+convolutions, :mod:`landscape.bn_recompute`; equal to the eager recompute up to rounding).
+
 Structure the generic loop ignores, used by both:
 
 - The first layer is linear in its weights: ``f(x; W + sum_i c_i D_i) = f(x; W) + sum_i c_i
@@ -29,8 +34,9 @@ Structure the generic loop ignores, used by both:
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,11 +44,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm import tqdm
 
+from landscape import bn_recompute as bnr
 from landscape.data import Split
 
 _BN = nn.modules.batchnorm._BatchNorm
 _LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 STRATEGIES = ("auto", "batched", "pointwise")
+PRECISIONS = ("fp32", "tf32", "bf16")
+BN_RECOMPUTES = ("eager", "functional")
 
 
 class _FirstLayer(nn.Module):
@@ -153,10 +162,26 @@ class GridEvaluator:
         memory_mb: working-memory budget for chunks and the first-layer cache.
         first_layer: use the first layer's linearity; None (default) for the batched strategy
             only, where it pays; False for a plain reference.
-        compile: ``torch.compile`` the forward of the ``pointwise`` strategy.
+        compile: ``torch.compile`` the forward of the ``pointwise`` strategy (and, with
+            ``bn_recompute: functional``, its BN statistics pass).
+        precision: ``fp32`` (default), ``tf32`` (TF32 matmuls and convolutions on CUDA; no effect
+            on a CPU) or ``bf16`` (``torch.autocast`` to bfloat16; losses summed in float64).
+        channels_last: convolutional models and their inputs in channels-last memory format
+            (``pointwise`` strategy).
+        bn_recompute: ``eager`` (default: the fixed batches one by one in train mode with
+            momentum ``1 / (b + 1)``) or ``functional`` (``pointwise`` strategy: all batches in
+            one pass of :func:`landscape.bn_recompute.stats_model`, and the eval pass with BN
+            folded into the preceding convolutions, :func:`landscape.bn_recompute.folded_model`;
+            equal up to rounding).
+        buffer_directions: k directions over buffers (BN ``running_mean``/``running_var``,
+            :mod:`landscape.directions.states`; missing = 0), or None: every point's buffers are
+            then ``theta's + coords[p] @ buffer_directions`` instead of theta's (``keep``; under
+            ``recompute`` the statistics are re-estimated and the perturbation is overwritten).
 
     Raises:
-        ValueError: for an unknown BN mode or strategy, or ``recompute`` without batches.
+        ValueError: for an unknown BN mode, strategy, precision or BN recompute, ``recompute``
+            without batches, ``functional`` with the first-layer stand-in, or buffer directions of
+            the wrong count or naming no floating buffer of the model.
     """
 
     def __init__(
@@ -172,11 +197,21 @@ class GridEvaluator:
         memory_mb: float = 1024.0,
         first_layer: bool | None = None,
         compile: bool = False,
+        buffer_directions: Sequence[Mapping[str, Tensor]] | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        bn_recompute: str = "eager",
     ):
         if bn_mode not in ("keep", "recompute"):
             raise ValueError(f"bn_mode: unknown {bn_mode!r}; one of ('keep', 'recompute')")
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy: unknown {strategy!r}; one of {STRATEGIES}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: unknown {precision!r}; one of {PRECISIONS}")
+        if bn_recompute not in BN_RECOMPUTES:
+            raise ValueError(f"bn_recompute: unknown {bn_recompute!r}; one of {BN_RECOMPUTES}")
+        if bn_recompute == "functional" and first_layer:
+            raise ValueError("bn_recompute 'functional' does not combine with first_layer")
         self.work = copy.deepcopy(model).eval()
         for p in self.work.parameters():
             p.requires_grad_(False)
@@ -201,17 +236,55 @@ class GridEvaluator:
             for n in trainable
         }
         self.buffers = {n: b.detach().clone() for n, b in self.work.named_buffers()}
+        self.buffer_dirs = self._buffer_dirs(buffer_directions)
         self.chunk_size = chunk_size
         self.memory_mb = memory_mb
         # Measured (benchmarks/grid_eval.py): the cache pays for batched MLPs, not for conv nets.
         self.use_first_layer = self.strategy == "batched" if first_layer is None else first_layer
         self.compile = compile
+        self.precision = precision
+        self.channels_last = channels_last
+        self.functional = bn_recompute == "functional" and self.strategy == "pointwise"
+        if self.functional:
+            self.use_first_layer = False
+        self.stats_forward = None
+        self.bn_inputs: list[Tensor] = []
+        self.folded = 0
         self.first: str | None = None
         self.stand_in: _FirstLayer | None = None
         self._forward_eval = None
         self._prepared = False
 
     # ------------------------------------------------------------------ set-up
+
+    def _buffer_dirs(self, directions: Sequence[Mapping[str, Tensor]] | None) -> dict:
+        """Stacked ``(k, ...)`` buffer directions over the buffers any of them names."""
+        if directions is None or not any(directions):
+            return {}
+        if len(directions) != self.k:
+            raise ValueError(f"buffer_directions: {len(directions)} for {self.k} directions")
+        names = [n for n in self.buffers if any(n in d for d in directions)]
+        unknown = sorted({n for d in directions for n in d} - set(names))
+        if unknown or any(not self.buffers[n].is_floating_point() for n in names):
+            raise ValueError(f"buffer_directions: {unknown or names} not floating buffers")
+        return {
+            n: torch.stack(
+                [
+                    d[n].to(self.buffers[n]) if n in d else torch.zeros_like(self.buffers[n])
+                    for d in directions
+                ]
+            )
+            for n in names
+        }
+
+    def _point_buffers(self, coords: Tensor) -> dict[str, Tensor]:
+        """Stacked buffers of a chunk: theta's, plus ``coords @ buffer_dirs`` where perturbed."""
+        out = {
+            n: b.unsqueeze(0).expand(len(coords), *b.shape).clone() for n, b in self.buffers.items()
+        }
+        for n, d in self.buffer_dirs.items():
+            out[n] = self.buffers[n].unsqueeze(0) + torch.tensordot(coords.to(d), d, dims=1)
+        return out
 
     def _prepare(self, probe: Tensor) -> None:
         floats = _activation_floats(self.work, probe)
@@ -227,10 +300,48 @@ class GridEvaluator:
             self.chunk_size = self.chunk_size or max(1, int(budget / 2 // per_point))
         else:
             self.chunk_size = 1
+            if self.channels_last:
+                self.work.to(memory_format=torch.channels_last)
             self.params = dict(self.work.named_parameters())
             self.buffer_refs = dict(self.work.named_buffers())
-            self._forward_eval = torch.compile(self.work) if self.compile else self.work
+            forward = self.work
+            if self.functional:
+                self._prepare_functional()
+                forward, self.folded = bnr.folded_model(self.work)
+            self._forward_eval = torch.compile(forward) if self.compile else forward
         self._prepared = True
+
+    def _prepare_functional(self) -> None:
+        """The BN statistics model (:func:`landscape.bn_recompute.stats_model`) where it applies
+        (running statistics tracked); else the eager loop stays."""
+        if self.bn_mode != "recompute" or not bnr.supported(self.work):
+            return
+        self.bn_inputs = [self._input(x) for x, _ in self.bn_batches]
+        stats = bnr.stats_model(self.work, len(self.bn_batches))
+        self.stats_forward = torch.compile(stats) if self.compile else stats
+
+    def _input(self, x: Tensor) -> Tensor:
+        """``x`` in the model's memory format."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @contextlib.contextmanager
+    def _precision(self, device: torch.device) -> Iterator[None]:
+        """The evaluation's numeric precision: autocast for bf16, TF32 switches for tf32."""
+        if self.precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        elif self.precision == "tf32":
+            matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+            saved = matmul.fp32_precision, conv.fp32_precision
+            matmul.fp32_precision = conv.fp32_precision = "tf32"
+            try:
+                yield
+            finally:
+                matmul.fp32_precision, conv.fp32_precision = saved
+        else:
+            yield
 
     def _install_first_layer(self, cache_bytes: float) -> None:
         prefix = self.first + "."
@@ -264,7 +375,8 @@ class GridEvaluator:
         if self.stand_in is not None:
             self.stand_in.clear()
         step = self.chunk_size
-        with torch.no_grad():
+        device = next(iter(self.base.values())).device
+        with torch.no_grad(), self._precision(device):
             for start in tqdm(range(0, len(coords), step), disable=not progress, desc="grid"):
                 chunk = torch.as_tensor(coords[start : start + step])
                 evaluate = self._batched if self.strategy == "batched" else self._pointwise
@@ -295,9 +407,7 @@ class GridEvaluator:
 
     def _batched(self, chunk: Tensor, splits: Mapping[str, Split]) -> dict:
         params = self._point_params(chunk)
-        buffers = {
-            n: b.unsqueeze(0).expand(len(chunk), *b.shape).clone() for n, b in self.buffers.items()
-        }
+        buffers = self._point_buffers(chunk)
         if self.bn_mode == "recompute":
             try:
                 for b, (x, _) in enumerate(self.bn_batches):
@@ -322,20 +432,26 @@ class GridEvaluator:
         point = {n: t[0] for n, t in self._point_params(chunk).items()}
         for n, t in point.items():
             self.params[n].copy_(t)
+        point_buffers = self._point_buffers(chunk) if self.buffer_dirs else None
         for n, b in self.buffer_refs.items():
-            b.copy_(self.buffers[n])
-        if self.bn_mode == "recompute":
+            b.copy_(self.buffers[n] if point_buffers is None else point_buffers[n][0])
+        if self.bn_mode == "recompute" and self.stats_forward is not None:
+            bnr.reset(self.work)
+            for x in self.bn_inputs:
+                self.stats_forward(x)
+        elif self.bn_mode == "recompute":
             try:
                 for b, (x, _) in enumerate(self.bn_batches):
                     for m in self.bn:  # cumulative average as in the batched strategy
                         m.train()
                         m.momentum = 1.0 / (b + 1)
-                    self._at(("bn", b)).work(x)  # eager: a compiled graph is rebuilt per momentum
+                    # eager: a compiled graph is rebuilt per momentum
+                    self._at(("bn", b)).work(self._input(x))
             finally:
                 self.work.eval()
         return {
             s: _metrics(
-                lambda x, i, s=s: self._at((s, i))._forward_eval(x).unsqueeze(0),
+                lambda x, i, s=s: self._at((s, i))._forward_eval(self._input(x)).unsqueeze(0),
                 split,
                 self.batch_size,
             )
@@ -349,6 +465,8 @@ def _metrics(forward, split: Split, batch_size: int) -> tuple[np.ndarray, np.nda
     loss_sum = wrong = 0
     for i, (x, y) in enumerate(split.batches(batch_size)):
         logits = forward(x, i)
+        if logits.dtype in (torch.bfloat16, torch.float16):  # autocast: reduce in float32
+            logits = logits.float()
         c, b = logits.shape[:2]
         # cross-entropy as logsumexp - logit of the label: one fused pass, no (C*B) reshape
         target = logits.gather(-1, y.expand(c, b).unsqueeze(-1)).squeeze(-1)

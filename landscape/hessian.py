@@ -59,6 +59,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 _Graph = tuple[list[Tensor], list[tuple[list[Tensor], list[int], float, float]]]
 BN_MODES = ("eval", "train")
 METHODS = ("auto", "jvp", "double_backward", "retained")
+BLOCK_PRODUCTS = ("auto", "batched", "loop")
 WHICH = ("LA", "SA", "LM", "BE")
 RESIDUALS = ("stored", "recompute", "estimate")
 
@@ -158,6 +159,13 @@ class HessianLinearOperator:
 
     All methods give the same :math:`Hv` up to rounding (tested against dense float64 Hessians).
 
+    Products on a block of vectors (:meth:`matmat`, ``block_products``): ``"batched"`` computes
+    all of them in one pass per batch (:meth:`matmat_batched`: the retained graph or the batch's
+    gradient graph differentiated once with ``is_grads_batched=True``, or ``torch.func.vmap`` of
+    the forward-over-reverse product over the block), ``"loop"`` one :meth:`matvec` per column;
+    ``"auto"`` (default) batches on CUDA and loops elsewhere (on the 2-core CPU of
+    ``benchmarks/hessian.py`` a batched product cost as much per vector as a single one, or more).
+
     The determinism guard (``check_deterministic``) re-evaluates on the first call of
     :meth:`matvec` and raises :class:`NondeterministicOperatorError` if the two evaluations differ
     by more than :math:`\sqrt{\varepsilon_\text{dtype}}` in relative norm (this tolerates
@@ -174,6 +182,8 @@ class HessianLinearOperator:
         bn_mode: ``"eval"`` or ``"train"``.
         check_deterministic: Enable the determinism guard.
         method: ``"auto"``, ``"jvp"``, ``"double_backward"`` or ``"retained"`` (see above).
+        block_products: ``"auto"``, ``"batched"`` or ``"loop"``: how :meth:`matmat` computes
+            a block of products (see above).
 
     Attributes:
         shape: ``(n, n)``.
@@ -199,7 +209,12 @@ class HessianLinearOperator:
         bn_mode: str = "eval",
         check_deterministic: bool = True,
         method: str = "auto",
+        block_products: str = "auto",
     ) -> None:
+        if block_products not in BLOCK_PRODUCTS:
+            raise ValueError(
+                f"block_products must be one of {BLOCK_PRODUCTS}, got {block_products!r}"
+            )
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
         if method not in METHODS:
@@ -243,6 +258,9 @@ class HessianLinearOperator:
         self.method = method
         self._graph: _Graph | None = None
         self._chosen = method if method != "auto" else self._auto_method()
+        self.block_products = block_products
+        auto_batched = block_products == "auto" and self.device.type == "cuda"
+        self._batched = block_products == "batched" or auto_batched
 
     def _auto_method(self) -> str:
         if len(self._batches) == 1:
@@ -255,7 +273,8 @@ class HessianLinearOperator:
         return (
             f"HessianLinearOperator(n={self.shape[0]}, N={self.num_samples}, "
             f"batches={len(self._batches)}, dtype={self.dtype}, device={self.device}, "
-            f"bn_mode={self.bn_mode!r}, method={self.method!r})"
+            f"bn_mode={self.bn_mode!r}, method={self.method!r}, "
+            f"block_products={self.block_products!r})"
         )
 
     @property
@@ -479,14 +498,126 @@ class HessianLinearOperator:
         return out
 
     def matmat(self, m: Tensor) -> Tensor:
-        """Computes :math:`HM` column by column for ``M`` of shape ``(n, k)``."""
-        if m.dim() != 2:
-            raise ValueError(f"matmat expects a 2-D (n, k) tensor, got {tuple(m.shape)}")
-        rows = m.T.contiguous()  # contiguous vectors: strided ones slow every product down
-        cols = [self.matvec(rows[j]) for j in range(m.shape[1])]
-        if not cols:
+        r"""Computes :math:`HM` for ``M`` of shape ``(n, k)``, by ``block_products``.
+
+        Batched (:meth:`matmat_batched`) or one :meth:`matvec` per column; both equal the
+        ``k`` single products up to rounding. The determinism guard runs on the first call as in
+        :meth:`matvec` (on the first column).
+
+        Args:
+            m: 2-D tensor ``(n, k)`` (cast to ``dtype``, moved to ``device``).
+
+        Returns:
+            :math:`HM`, ``(n, k)``, in ``dtype`` on ``device``.
+        """
+        rows = self._check_block(m)
+        if not self._batched or rows.shape[0] == 0:
+            cols = [self.matvec(rows[j]) for j in range(rows.shape[0])]
+            if not cols:
+                return torch.zeros(self.shape[0], 0, dtype=self.dtype, device=self.device)
+            return torch.stack(cols, dim=1)
+        out = self._block_product(self._chosen, rows)
+        if not self._checked:
+            self._guard(rows[0], out[0], self._chosen)
+        return out.T
+
+    def matmat_batched(self, m: Tensor) -> Tensor:
+        r"""Computes :math:`HM` (``(n, k)``) with all ``k`` products batched, by ``method``.
+
+        Per batch, ``"retained"`` differentiates its kept gradient graph once for the whole
+        block (``torch.autograd.grad(..., is_grads_batched=True)``, which vmaps the backward
+        pass over the block); ``"double_backward"`` builds the batch's gradient graph once and
+        does the same (one forward and create-graph backward per block instead of per vector);
+        ``"jvp"`` maps the forward-over-reverse product over the block with ``torch.func.vmap``
+        (primal passes once, tangents batched). Memory of the batched passes grows with ``k``.
+        Bypasses the determinism guard.
+
+        Args:
+            m: 2-D tensor ``(n, k)``.
+
+        Returns:
+            :math:`HM`, ``(n, k)``, in ``dtype`` on ``device``.
+        """
+        rows = self._check_block(m)
+        if rows.shape[0] == 0:
             return torch.zeros(self.shape[0], 0, dtype=self.dtype, device=self.device)
-        return torch.stack(cols, dim=1)
+        return self._block_product(self._chosen, rows).T
+
+    def _check_block(self, m: Tensor) -> Tensor:
+        """The block's columns as contiguous rows ``(k, n)`` in ``dtype`` on ``device``."""
+        if not isinstance(m, Tensor):
+            m = torch.as_tensor(m)
+        if m.dim() != 2 or m.shape[0] != self.shape[0]:
+            raise ValueError(
+                f"matmat expects a 2-D ({self.shape[0]}, k) tensor, got {tuple(m.shape)}"
+            )
+        # contiguous vectors: strided ones slow every product down
+        return m.T.to(device=self.device, dtype=self.dtype).contiguous()
+
+    def _unflatten_rows(self, rows: Tensor) -> list[Tensor]:
+        """Splits ``(k, n)`` rows into per-parameter blocks ``(k, *shape)``, in order."""
+        out, start = [], 0
+        for shape in self._shapes.values():
+            size = math.prod(shape)
+            out.append(rows[:, start : start + size].reshape(rows.shape[0], *shape))
+            start += size
+        return out
+
+    def _flat_rows(self, parts: Sequence[Tensor | None], k: int) -> Tensor:
+        """Concatenates per-parameter blocks ``(k, *shape)`` (``None``: zeros) into ``(k, n)``."""
+        return torch.cat(
+            [
+                (h.reshape(k, -1) if h is not None else p.new_zeros(k, p.numel()))
+                for h, p in zip(parts, self._params.values(), strict=True)
+            ],
+            dim=1,
+        )
+
+    def _block_product(self, method: str, rows: Tensor) -> Tensor:
+        """:math:`H` applied to each row of ``rows`` ``(k, n)``, batched; returns ``(k, n)``."""
+        k = rows.shape[0]
+        parts = self._unflatten_rows(rows)
+        out = torch.zeros(k, self.shape[0], dtype=self.dtype, device=self.device)
+        if method == "retained":
+            if self._graph is None:
+                self._build_graph()
+            leaves, graphs = self._graph
+            for g, keep, w, _ in graphs:
+                if g:  # else the loss is at most linear in theta on this batch
+                    out += w * self._flat_rows(self._batched_vjp(g, leaves, keep, parts), k)
+        elif method == "double_backward":
+            with self._mode(), torch.enable_grad():
+                for x, y, w in self._weights():
+                    leaves = [p.detach().requires_grad_(True) for p in self._params.values()]
+                    value = self._batch_loss(dict(zip(self.names, leaves, strict=True)), x, y)
+                    g = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+                    keep = [i for i, gi in enumerate(g) if gi is not None and gi.requires_grad]
+                    if keep:
+                        hv = self._batched_vjp([g[i] for i in keep], leaves, keep, parts)
+                        out += w * self._flat_rows(hv, k)
+        else:
+            tangents = dict(zip(self.names, parts, strict=True))
+            block_hvp = torch.func.vmap(self._hvp, in_dims=(None, 0, None, None))
+            with self._mode():
+                for x, y, w in self._weights():
+                    hv = block_hvp(self._params, tangents, x, y)
+                    out += w * self._flat_rows([hv[n] for n in self.names], k)
+        self.num_matvecs += k
+        return out
+
+    @staticmethod
+    def _batched_vjp(
+        g: list[Tensor], leaves: list[Tensor], keep: list[int], parts: list[Tensor]
+    ) -> tuple[Tensor | None, ...]:
+        """Differentiates ``g . v`` for every ``v`` of the block at once (``is_grads_batched``)."""
+        return torch.autograd.grad(
+            g,
+            leaves,
+            grad_outputs=[parts[i] for i in keep],
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=True,
+        )
 
     def __matmul__(self, other: Tensor) -> Tensor:
         return self.matvec(other) if other.dim() == 1 else self.matmat(other)
@@ -1195,3 +1326,28 @@ def soa_loss_change(
     lam = np.asarray(lambdas, dtype=np.float64)
     delta = b[:, None] * lam[None, :] + 0.5 * a[:, None] * lam[None, :] ** 2
     return {"lambdas": lam, "b": b, "a": a, "delta": delta}
+
+
+# --------------------------------------------------------------------------- library API
+
+
+def top_eigenvalues(model: nn.Module, loss_fn: LossFn, data, k: int = 5, **options):
+    """The ``k`` extreme eigenpairs of the Hessian of ``loss_fn`` over ``data`` as a spectrum
+    Artifact: :func:`landscape.api.top_eigenvalues` (imported on first use)."""
+    from landscape import api
+
+    return api.top_eigenvalues(model, loss_fn, data, k, **options)
+
+
+def trace(model: nn.Module, loss_fn: LossFn, data, **options):
+    """The Hessian trace as a trace Artifact: :func:`landscape.api.trace`."""
+    from landscape import api
+
+    return api.trace(model, loss_fn, data, **options)
+
+
+def density(model: nn.Module, loss_fn: LossFn, data, **options):
+    """The SLQ spectral density as a density Artifact: :func:`landscape.api.density`."""
+    from landscape import api
+
+    return api.density(model, loss_fn, data, **options)
