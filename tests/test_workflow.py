@@ -56,7 +56,10 @@ def test_full_embedded_set_merges_into_the_default():
     full = planned_jobs("--configfile", "config.yaml", "config/embedded_full.yaml")
     default = planned_jobs()
     assert full["compute_curve"] >= default["compute_curve"] + 20
-    assert full["plot_figure"] == default["plot_figure"] + 2  # V6 on VGG-BN, V12 Gau. x Mine
+    # V6 on VGG-BN, V12 Gau. x Mine, V2 with BN states
+    assert full["plot_figure"] == default["plot_figure"] + 3
+    for rule in ("compute_trajectory", "merge_eigenmap", "compute_mode_connect"):
+        assert full[rule] >= 1 and default.get(rule, 0) == 0
 
 
 def test_outputs_and_catalog(workdir):
