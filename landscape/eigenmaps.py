@@ -20,7 +20,6 @@ the merge puts the points on the ``x`` and ``y`` scales. Datasets (``x`` x ``y``
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from landscape import store
 from landscape.curvature import DTYPES, evaluation_batches
 from landscape.data import load_data
 from landscape.directions import orthogonalize
-from landscape.evaluate import lambda_grid, shard_indices
+from landscape.evaluate import gather_shards, lambda_grid, shard_coordinates
 from landscape.hessian import HessianLinearOperator, lanczos
 from landscape.train import load_model, resolve_device
 
@@ -115,9 +114,7 @@ def compute_eigenmap_shard(
     ]
     if spec.get("orthogonalize"):
         vectors[1] = orthogonalize(vectors[0], vectors[1])
-    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    index = shard_indices(len(xs) * len(ys), scatteritem)
-    coords = np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
+    index, coords = shard_coordinates(spec, scatteritem)
     values = extreme_eigenvalues(model, vectors, coords, evaluation_batches(data, spec), spec)
     inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}
     attrs = {"run": meta["run"], "epoch": meta["epoch"], "subset_seed": data.subset_seed}
@@ -134,20 +131,9 @@ def merge_eigenmap(shards: Sequence[str | Path], out: str | Path, spec: Mapping[
         ValueError: if a shard was computed for another spec or from other inputs.
     """
     xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    grids = {f: np.full(len(xs) * len(ys), np.nan) for f in FIELDS}
-    inputs: dict[str, Any] | None = None
-    attrs: dict[str, Any] = {}
-    for path in shards:
-        shard = store.open(path)
-        if shard.spec != json.loads(store.canonical_json(spec)):
-            raise ValueError(f"{path}: shard spec differs from the eigenvalue map's spec")
-        if inputs is not None and shard.inputs != inputs:
-            raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
-        inputs = shard.inputs
-        attrs = {k: shard.attrs[k] for k in ("run", "epoch", "subset_seed")}
-        for f in FIELDS:
-            grids[f][shard["index"]] = shard[f]
-    with store.create(out, kind="eigenmap", spec=spec, inputs=inputs, attrs=attrs) as w:
+    grids, shard = gather_shards(shards, spec, "eigenvalue map")
+    attrs = {k: shard.attrs[k] for k in ("run", "epoch", "subset_seed")}
+    with store.create(out, kind="eigenmap", spec=spec, inputs=shard.inputs, attrs=attrs) as w:
         w.scale("x", xs)
         w.scale("y", ys)
         for f in FIELDS:

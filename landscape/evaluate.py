@@ -255,6 +255,40 @@ def write_analysis(w: store.Writer, lambdas: np.ndarray, metrics: Mapping[str, A
             w.put(f"analysis/{key}", value)
 
 
+def shard_coordinates(spec: Mapping[str, Any], scatteritem: str) -> tuple[np.ndarray, np.ndarray]:
+    """The flat indices of one shard (``"i-of-n"``) of the ``x`` by ``y`` grid of ``spec`` and
+    their ``(x, y)`` coordinates, one row per point."""
+    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
+    index = shard_indices(len(xs) * len(ys), scatteritem)
+    return index, np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
+
+
+def gather_shards(
+    shards: Sequence[str | Path], spec: Mapping[str, Any], what: str
+) -> tuple[dict[str, np.ndarray], store.Artifact]:
+    """Every dataset of the shards (but ``index``) as a flat ``x`` by ``y`` grid, NaN where no
+    shard computed the point, and the last shard read (its inputs and attributes).
+
+    Raises:
+        ValueError: if a shard was computed for another spec or from other input files.
+    """
+    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
+    grids: dict[str, np.ndarray] = {}
+    first = None
+    for path in shards:
+        shard = store.open(path)
+        if shard.spec != json.loads(store.canonical_json(spec)):
+            raise ValueError(f"{path}: shard spec differs from the {what}'s spec")
+        if first is not None and shard.inputs != first.inputs:
+            raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
+        first = first or shard
+        for name, values in shard.data.items():
+            if name != "index":
+                grid = grids.setdefault(name, np.full(len(xs) * len(ys), np.nan))
+                grid[shard["index"]] = values
+    return grids, shard
+
+
 def compute_surface_shard(
     checkpoint: str | Path,
     directions: Sequence[str | Path],
@@ -268,9 +302,7 @@ def compute_surface_shard(
     model, meta, vectors, splits, engine = _evaluation(
         checkpoint, directions, spec, dataset, device
     )
-    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    index = shard_indices(len(xs) * len(ys), scatteritem)
-    coords = np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
+    index, coords = shard_coordinates(spec, scatteritem)
     result, options = evaluate_with_options(model, vectors, coords, splits, engine)
     inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}
     attrs = {k: meta[k] for k in EVALUATION_ATTRS} | options
@@ -291,24 +323,11 @@ def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[s
         ValueError: if a shard was computed for another spec or from other input files.
     """
     xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    grids: dict[str, np.ndarray] = {}
-    attrs: dict[str, Any] = {}
-    inputs: dict[str, Any] | None = None
-    for path in shards:
-        shard = store.open(path)
-        if shard.spec != json.loads(store.canonical_json(spec)):
-            raise ValueError(f"{path}: shard spec differs from the surface's spec")
-        if inputs is not None and shard.inputs != inputs:
-            raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
-        inputs = shard.inputs
-        attrs = {k: shard.attrs[k] for k in EVALUATION_ATTRS if k in shard.attrs}
-        attrs |= {k: shard.attrs[k] for k in OPTION_ATTRS if k in shard.attrs}
-        attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
-        for name, values in shard.data.items():
-            if name == "index":
-                continue
-            grid = grids.setdefault(name, np.full(len(xs) * len(ys), np.nan))
-            grid[shard["index"]] = values
+    grids, shard = gather_shards(shards, spec, "surface")
+    inputs = shard.inputs
+    attrs = {k: shard.attrs[k] for k in EVALUATION_ATTRS if k in shard.attrs}
+    attrs |= {k: shard.attrs[k] for k in OPTION_ATTRS if k in shard.attrs}
+    attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
     with store.create(
         out,
         kind="surface",
