@@ -26,6 +26,8 @@ import contextlib
 import errno
 import glob
 import hashlib
+import importlib.metadata
+import importlib.util
 import io
 import json
 import math
@@ -34,6 +36,7 @@ import pickle
 import platform
 import re
 import secrets
+import sys
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -165,19 +168,33 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _torch_version() -> str:
+    """``torch.__version__`` (with its build tag, e.g. ``+cu130``), read without importing torch.
+
+    A job that never needs torch (a history export, a plot) should not pay its import.
+    """
+    if "torch" in sys.modules:
+        return str(sys.modules["torch"].__version__)
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.origin is not None:
+        version_file = Path(spec.origin).with_name("version.py")
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M)
+        if found:
+            return found.group(1)
+    return importlib.metadata.version("torch")
+
+
 def versions() -> dict[str, str]:
     """Versions of this library and of the packages that shape its numbers.
 
     Returns:
         ``{"landscape", "torch", "numpy", "h5py", "python"}`` mapped to version strings.
     """
-    import torch
-
     from landscape import __version__
 
     return {
         "landscape": str(__version__),
-        "torch": str(torch.__version__),
+        "torch": _torch_version(),
         "numpy": str(np.__version__),
         "h5py": str(h5py.__version__),
         "python": platform.python_version(),
@@ -823,9 +840,7 @@ def _read_h5(path: Path, *, with_data: bool) -> tuple[dict, dict, dict, dict, di
             dims[name] = tuple(
                 obj.dims[i][0].name.lstrip("/") if len(obj.dims[i]) else "" for i in range(obj.ndim)
             )
-            data_attrs[name] = {
-                k: _attr(v) for k, v in obj.attrs.items() if k not in _SCALE_ATTRS
-            }
+            data_attrs[name] = {k: _attr(v) for k, v in obj.attrs.items() if k not in _SCALE_ATTRS}
 
         f.visititems(visit)
     return attrs, data, dims, groups, data_attrs
@@ -1085,9 +1100,7 @@ def _row(path: Path, root: Path) -> dict[str, Any]:
     return row
 
 
-def catalog(
-    results_dir: str | os.PathLike, base: str | os.PathLike | None = None
-) -> pd.DataFrame:
+def catalog(results_dir: str | os.PathLike, base: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per artifact (``*.h5`` and ``*.pt``, recursively) under ``results_dir``.
 
     Temporary files of unfinished writes (``.{name}.tmp-...``) are skipped. A file that cannot
@@ -1164,8 +1177,7 @@ def _stale(frame: pd.DataFrame, root: Path, base: Path) -> list[bool | None]:
     }
     stale = {
         i: any(
-            current_sha256(resolve(p)) != sha
-            for p, sha in _recorded_inputs(frame["inputs"].iat[i])
+            current_sha256(resolve(p)) != sha for p, sha in _recorded_inputs(frame["inputs"].iat[i])
         )
         for i in inputs
     }

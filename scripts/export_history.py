@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.train import export_history
+from landscape.history import export_history
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0], snakemake.threads)

@@ -39,6 +39,7 @@ from torch import nn
 from landscape import store
 from landscape.data import DataBundle, Split, load_data
 from landscape.federated.algorithms import Algorithm, make_algorithm, sign_agreement
+from landscape.federated.sgd import LocalSGD
 from landscape.federated.split import dirichlet_split, label_counts
 from landscape.models import build_model
 from landscape.train import evaluate_split, resolve_device
@@ -125,7 +126,7 @@ def train_client(
         ``(sum of per-sample cross-entropy over the local steps, samples seen)``.
     """
     algorithm.begin_client(client, local)
-    optimizer = torch.optim.SGD(
+    optimizer = LocalSGD(
         local.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     local.train()
@@ -134,7 +135,7 @@ def train_client(
         order = client_generator(cfg.seed, round_, client, epoch)
         for x, y in split.batches(cfg.batch_size, shuffle=True, generator=order):
             loss, ce = algorithm.loss(local, x, y)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             ce_sum += float(ce.detach()) * len(y)
