@@ -147,6 +147,21 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+@contextlib.contextmanager
+def float32_precision(mode: str) -> Iterator[None]:
+    """CUDA float32 matmuls and cuDNN convolutions in ``mode`` (``ieee`` or ``tf32``) inside.
+
+    Process-wide switches, restored on exit; they do nothing on the CPU.
+    """
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
+    matmul.fp32_precision = conv.fp32_precision = mode
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
+
+
 class GridEvaluator:
     """Loss and error of ``theta + coords[p] @ directions`` for every grid point ``p``.
 
@@ -328,19 +343,17 @@ class GridEvaluator:
 
     @contextlib.contextmanager
     def _precision(self, device: torch.device) -> Iterator[None]:
-        """The evaluation's numeric precision: autocast for bf16, TF32 switches for tf32."""
+        """The evaluation's numeric precision: autocast for bf16, the CUDA float32 switches else.
+
+        ``fp32`` sets matmuls and cuDNN convolutions to IEEE float32 explicitly: PyTorch's own
+        default runs CUDA convolutions in TF32 (``torch.backends.cudnn.conv.fp32_precision`` is
+        ``"tf32"``), which would make the fp32 reference a TF32 one.
+        """
         if self.precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 yield
-        elif self.precision == "tf32":
-            matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-            saved = matmul.fp32_precision, conv.fp32_precision
-            matmul.fp32_precision = conv.fp32_precision = "tf32"
-            try:
-                yield
-            finally:
-                matmul.fp32_precision, conv.fp32_precision = saved
-        else:
+            return
+        with float32_precision("tf32" if self.precision == "tf32" else "ieee"):
             yield
 
     def _install_first_layer(self, cache_bytes: float) -> None:
@@ -370,13 +383,13 @@ class GridEvaluator:
         out = {s: {"loss": np.empty(len(coords)), "error": np.empty(len(coords))} for s in splits}
         if not splits or not len(coords):
             return out
-        if not self._prepared:
-            self._prepare(next(iter(next(iter(splits.values())).batches(1)))[0])
-        if self.stand_in is not None:
-            self.stand_in.clear()
-        step = self.chunk_size
         device = next(iter(self.base.values())).device
         with torch.no_grad(), self._precision(device):
+            if not self._prepared:
+                self._prepare(next(iter(next(iter(splits.values())).batches(1)))[0])
+            if self.stand_in is not None:
+                self.stand_in.clear()
+            step = self.chunk_size
             for start in tqdm(range(0, len(coords), step), disable=not progress, desc="grid"):
                 chunk = torch.as_tensor(coords[start : start + step])
                 evaluate = self._batched if self.strategy == "batched" else self._pointwise

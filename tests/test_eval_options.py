@@ -15,6 +15,7 @@ import yaml
 from landscape import bn_recompute as bnr
 from landscape import store
 from landscape.config import evaluation_spec
+from landscape.data import TensorSplit
 from landscape.directions import make_direction
 from landscape.evaluate import evaluate_grid
 from landscape.grid import GridEvaluator
@@ -237,3 +238,42 @@ def test_compiled_functional_recompute_equals_eager(digits, bn_batches):
     except Exception as exc:  # torch.compile needs a C++ toolchain
         pytest.skip(f"torch.compile unavailable: {exc}")
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-5)
+
+
+_SEEN: list[tuple[str, str]] = []  # the engine evaluates copies of the model
+
+
+class _RecordsPrecision(torch.nn.Module):
+    """A linear model that records the CUDA float32 switches in force when it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        _SEEN.append(
+            (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+        )
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("precision, mode", [("fp32", "ieee"), ("tf32", "tf32")])
+def test_fp32_is_ieee_float32_on_cuda_not_pytorchs_tf32_convolutions(precision, mode):
+    model = _RecordsPrecision().eval()
+    _SEEN.clear()
+    dirs = [make_direction({"kind": "noise", "normalization": "filter", "seed": 1}, model)]
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    x, y = torch.randn(6, 4), torch.arange(6) % 3
+    evaluate_grid(
+        model,
+        dirs,
+        np.array([[0.0], [0.5]]),
+        {"test": TensorSplit(x, y)},
+        bn_mode="keep",
+        precision=precision,
+    )
+    assert _SEEN and set(_SEEN) == {(mode, mode)}
+    assert (
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,
+    ) == before
