@@ -7,6 +7,7 @@ exist. It imports neither torch nor h5py, so building the DAG stays fast.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -98,10 +99,24 @@ def _check_interactive(config: Mapping[str, Any]) -> None:
 SOURCE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "flowers102": 102}
 
 
+def dataset_classes(block: Mapping[str, Any]) -> int | None:
+    """The number of classes of a dataset block, where the config alone tells it.
+
+    >>> dataset_classes({"source": "cifar100"}), dataset_classes({"source": "imagefolder"})
+    (100, None)
+    >>> dataset_classes({"source": "synthetic", "like": "svhn", "num_classes": 4})
+    4
+    """
+    if block.get("source") == "synthetic":
+        count = (synthetic_layout(block) or {}).get("num_classes")
+        return count if isinstance(count, int) else None
+    return SOURCE_CLASSES.get(block.get("source"))
+
+
 def _check_classes(config: Mapping[str, Any], name: str) -> None:
     """A dataset's ``classes`` lie below its source's number of classes (where that is known)."""
     block = config["datasets"][name]
-    count = SOURCE_CLASSES.get(block.get("source"))
+    count = dataset_classes(block)
     outside = [c for c in block.get("classes") or () if count is not None and not 0 <= c < count]
     if outside:
         raise ConfigError(
@@ -141,7 +156,7 @@ def _check_init(config: Mapping[str, Any], name: str) -> None:
             "fine-tuning starts from the same parameters"
         )
     classes = [
-        SOURCE_CLASSES.get(config["datasets"][config["runs"][run]["dataset"]]["source"])
+        dataset_classes(config["datasets"][config["runs"][run]["dataset"]])
         for run in (source, name)
     ]
     if None not in classes and classes[0] != classes[1]:
@@ -203,6 +218,107 @@ def _check_hessian(config: Mapping[str, Any]) -> None:
         _check_block(config, "cosines", None, cosines, ("directions",))
 
 
+# What a synthetic stand-in imitates of each real source it may replace: the image shape, the
+# classes and the split sizes, and the files under `root` that landscape/data.py reads (any one
+# missing: the data is absent).
+STAND_IN_SOURCES: dict[str, dict[str, Any]] = {
+    "cifar10": {"shape": [3, 32, 32], "num_classes": 10, "n_train": 50000, "n_test": 10000},
+    "cifar100": {"shape": [3, 32, 32], "num_classes": 100, "n_train": 50000, "n_test": 10000},
+    "svhn": {"shape": [3, 32, 32], "num_classes": 10, "n_train": 73257, "n_test": 26032},
+}
+_REAL_FILES = {
+    "cifar10": tuple(
+        f"cifar-10-batches-py/{n}"
+        for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+    ),
+    "cifar100": ("cifar-100-python/train", "cifar-100-python/test"),
+    "svhn": ("train_32x32.mat", "test_32x32.mat"),
+}
+_LAYOUT_KEYS = ("shape", "num_classes", "n_train", "n_test")
+
+
+def synthetic_layout(block: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``shape``, ``num_classes``, ``n_train``, ``n_test`` of a synthetic dataset block.
+
+    Those of the source named by ``like``, replaced by the block's own keys; only the keys known
+    are returned. None if ``like`` names no source in :data:`STAND_IN_SOURCES`.
+
+    >>> synthetic_layout({"like": "cifar100", "n_train": 500})["n_train"]
+    500
+    """
+    like = block.get("like")
+    if like is not None and like not in STAND_IN_SOURCES:
+        return None
+    layout = copy.deepcopy(STAND_IN_SOURCES.get(like, {}))
+    layout.update({k: block[k] for k in _LAYOUT_KEYS if block.get(k) is not None})
+    return layout
+
+
+def _missing_data(block: Mapping[str, Any]) -> str | None:
+    """What of a real source's data is not there (the root, else its first missing file)."""
+    root = block.get("root")
+    if not root:
+        return "root is not set"
+    for name in _REAL_FILES[block["source"]]:
+        path = Path(root).expanduser() / name
+        if not path.is_file():
+            return f"'{path}' is missing"
+    return None
+
+
+def stand_in_spec(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The synthetic dataset block that stands in for a real one: its source's layout, seed 0.
+
+    ``root`` goes (the images do not come from there); ``max_train``, ``max_test``,
+    ``subset_seed``, ``classes`` and any other key stay.
+
+    >>> stand_in_spec({"source": "svhn", "root": "/x", "max_test": 100})["n_test"]
+    26032
+    """
+    kept = {k: v for k, v in block.items() if k not in ("source", "root", "stand_in")}
+    layout = synthetic_layout({"like": block["source"]})
+    return {"source": "synthetic", "like": block["source"], **layout, "seed": 0, **kept}
+
+
+def resolve_stand_ins(config: Mapping[str, Any]) -> list[str]:
+    """Puts the synthetic stand-in in place of every ``stand_in: synthetic`` dataset without data.
+
+    A block with ``stand_in: synthetic`` whose real files (:data:`_REAL_FILES` under ``root``)
+    are all there becomes the block without ``stand_in``; one with any missing becomes
+    :func:`stand_in_spec`. ``config["datasets"]`` is changed in place, before any spec is
+    derived from it, so that every artifact's spec says which data it was computed on: when the
+    real data appears, the specs change and everything reruns on it.
+
+    Returns:
+        One warning line per dataset replaced, naming its key and the missing path.
+
+    Raises:
+        ConfigError: ``stand_in`` on a source that has no stand-in.
+    """
+    warnings = []
+    for name, block in config.get("datasets", {}).items():
+        if block.get("stand_in") is None:
+            continue
+        source = block["source"]
+        if source not in STAND_IN_SOURCES:
+            raise ConfigError(
+                f"datasets.{name}.stand_in: source '{source}' has no synthetic stand-in "
+                f"(only {', '.join(STAND_IN_SOURCES)})"
+            )
+        real = {k: v for k, v in block.items() if k != "stand_in"}
+        missing = _missing_data(real)
+        if missing is None:
+            config["datasets"][name] = real
+            continue
+        config["datasets"][name] = stand_in_spec(real)
+        warnings.append(
+            f"WARNING: datasets.{name}: {missing}: SYNTHETIC stand-in data of "
+            f"{source}'s shapes is used instead (stand_in: synthetic); its results say "
+            "nothing about the real data"
+        )
+    return warnings
+
+
 def check_files(config: Mapping[str, Any]) -> None:
     """Checks that the local files the runs read exist: dataset roots and model weights.
 
@@ -219,7 +335,7 @@ def check_files(config: Mapping[str, Any]) -> None:
     }
     for section, name in sorted(used):
         block = config[f"{section}s"][name]
-        if section == "dataset" and block["source"] != "digits":
+        if section == "dataset" and block["source"] not in ("digits", "synthetic"):
             root = block.get("root")
             if not root:
                 raise ConfigError(
@@ -381,6 +497,9 @@ def split_sizes(dataset: Mapping[str, Any]) -> dict[str, int | None]:
     if source == "digits":  # scikit-learn's split rounds the test fraction up
         test = math.ceil(1797 * dataset.get("test_fraction", 0.25))
         sizes: dict[str, int | None] = {"train": 1797 - test, "test": test}
+    elif source == "synthetic":
+        layout = synthetic_layout(dataset) or {}
+        sizes = {"train": layout.get("n_train"), "test": layout.get("n_test")}
     elif source in _SPLIT_SIZES:
         train, test = _SPLIT_SIZES[source]
         if source == "flowers102" and dataset.get("train_with_val"):
@@ -768,13 +887,19 @@ def run_wildcards(config: Mapping[str, Any], run: str) -> dict[str, str]:
     return {"dataset": spec["dataset"], "model": spec["model"], "run": run}
 
 
+# Training options off by default that no run spec holds where off (see run_spec).
+_TRAIN_OFF = {"precision": "fp32", "channels_last": False}
+
+
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     """Everything a run's checkpoints depend on: dataset, model and training blocks.
 
     ``subset_seed`` is left out of the dataset unless ``max_train`` or ``max_test`` draws a
     subset with it: training reads every sample otherwise, so changing it retrains nothing.
     A fine-tuning run's ``train.init`` holds the epoch it starts from (``final`` resolved) and
-    the run spec of the run it starts from, so changing that run retrains this one.
+    the run spec of the run it starts from, so changing that run retrains this one. The speed
+    options ``train.precision``, ``train.channels_last`` and a tensor source's ``augment`` are
+    left out where off, as runs were before they existed: writing them out retrains nothing.
 
     >>> config = {"runs": {"r": {"dataset": "d", "model": "m", "train": {"epochs": 2}}},
     ...     "datasets": {"d": {"source": "digits", "subset_seed": 3}}, "models": {"m": {}}}
@@ -782,13 +907,19 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     {'source': 'digits'}
     """
     spec = config["runs"][run]
-    train = {k: v for k, v in spec["train"].items() if k != "checkpoints"}
+    train = {
+        k: v
+        for k, v in spec["train"].items()
+        if k != "checkpoints" and not (k in _TRAIN_OFF and v == _TRAIN_OFF[k])
+    }
     source = init_source(config, run)
     if source is not None:
         train["init"] = {"run": source[0], "epoch": source[1], "spec": run_spec(config, source[0])}
     dataset = dict(config["datasets"][spec["dataset"]])
     if dataset.get("max_train") is None and dataset.get("max_test") is None:
         dataset.pop("subset_seed", None)
+    if dataset.get("augment") is False and dataset["source"] not in ("flowers102", "imagefolder"):
+        dataset.pop("augment")
     return {
         "run": run,
         "dataset_name": spec["dataset"],
@@ -1258,9 +1389,8 @@ def _check_pair_models(config: Mapping[str, Any], key: str, block: Mapping[str, 
                 f"{key}.runs: run '{run}' (model '{config['runs'][run]['model']}') has another "
                 f"architecture than run '{first}' (model '{config['runs'][first]['model']}')"
             )
-    sources = {config["datasets"][config["runs"][r]["dataset"]]["source"] for r in runs}
-    sources.add(config["datasets"][dataset]["source"])
-    counts = {SOURCE_CLASSES.get(s) for s in sources}
+    names = {config["runs"][r]["dataset"] for r in runs} | {dataset}
+    counts = {dataset_classes(config["datasets"][d]) for d in names}
     if None not in counts and len(counts) > 1:
         raise ConfigError(
             f"{key}.dataset: the runs and dataset '{dataset}' differ in their number of classes "

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from landscape.augment import CropFlip
 from landscape.digits import load_digits, stratified_split
 
 __all__ = [
@@ -51,7 +52,9 @@ __all__ = [
     "stratified_indices",
 ]
 
-SOURCES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder")
+SOURCES: tuple[str, ...] = (
+    "digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder", "synthetic"
+)
 
 # Per-channel normalization constants (mean, std) of the training sets.
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -331,6 +334,9 @@ class DataBundle:
     """A loaded dataset: both splits plus what a model needs to know about them.
 
     ``subset_seed`` (the dataset's config key) seeds every fixed subset drawn from the splits.
+    ``augment`` is the crop and flip that training applies to its batches of a tensor source
+    (``augment: true``; :func:`landscape.train.train_epoch`), None without; image folders
+    augment in their transforms instead.
     """
 
     name: str
@@ -339,6 +345,7 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, int, int]
     subset_seed: int = 0
+    augment: CropFlip | None = None
 
 
 # --------------------------------------------------------------------------- spec helpers
@@ -476,6 +483,26 @@ def _tensor_split(
     return TensorSplit(_normalize_uint8(images, stats), y, device)
 
 
+def _crop_flip(
+    spec: Mapping[str, Any],
+    key: str,
+    stats: tuple[Sequence[float], Sequence[float]] | None,
+    flip: bool,
+) -> CropFlip | None:
+    """The training augmentation of a tensor source with ``augment: true``, else None.
+
+    A random crop of the image's size from the image padded by 4 black pixels (torchvision's
+    ``RandomCrop(32, padding=4)`` before normalization by ``stats``: the fill is black
+    normalized; zeros without ``stats``), then with ``flip`` a random horizontal flip.
+    """
+    if not _bool(spec, "augment", key, False):
+        return None
+    if stats is None:
+        return CropFlip(pad=4, flip=flip)
+    black = tuple(-m / s for m, s in zip(stats[0], stats[1], strict=True))
+    return CropFlip(pad=4, flip=flip, fill=black)
+
+
 # --------------------------------------------------------------------------- digits
 
 
@@ -571,7 +598,8 @@ def _load_cifar(
     x_test, y_test = _read_pickle(folder / test_name, key, label_key)
     train = _tensor_split(x_train, y_train, stats, kept_classes, max_train, seed, device)
     test = _tensor_split(x_test, y_test, stats, kept_classes, max_test, seed, device)
-    return DataBundle(source, train, test, classes, (3, 32, 32))
+    augment = _crop_flip(spec, key, stats, flip=True)
+    return DataBundle(source, train, test, classes, (3, 32, 32), augment=augment)
 
 
 # --------------------------------------------------------------------------- SVHN
@@ -610,7 +638,8 @@ def _load_svhn(spec: Mapping[str, Any], device: torch.device | str, key: str) ->
     x_test, y_test = _read_svhn(root / "test_32x32.mat", key)
     train = _tensor_split(x_train, y_train, _SVHN_STATS, classes, max_train, seed, device)
     test = _tensor_split(x_test, y_test, _SVHN_STATS, classes, max_test, seed, device)
-    return DataBundle("svhn", train, test, 10, (3, 32, 32))
+    augment = _crop_flip(spec, key, _SVHN_STATS, flip=False)  # a flipped digit is another digit
+    return DataBundle("svhn", train, test, 10, (3, 32, 32), augment=augment)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -818,6 +847,10 @@ def load_data(
         bundle = _load_svhn(spec, device, key)
     elif source == "flowers102":
         bundle = _load_flowers(spec, device, key)
+    elif source == "synthetic":
+        from landscape.synthetic import load_synthetic  # it imports this module
+
+        bundle = load_synthetic(spec, device, key=key)
     else:
         bundle = _load_imagefolder(spec, device, key)
     if spec.get("classes") is not None:

@@ -8,6 +8,13 @@ of the cosine schedule depends on ``epochs``, so changing ``epochs`` changes eve
 epoch 0; the kept ``checkpoints`` change no weights. A checkpoint's bytes depend only on its
 content (see :func:`landscape.store.write_checkpoint`).
 
+Options for paper scale, each off by default and left out of a run's spec when off (so
+existing runs retrain nothing): ``augment`` of a CIFAR/SVHN dataset (random crop and
+flip of the training batches on the device, from a generator of ``(seed, epoch)`` of its own,
+see :mod:`landscape.augment`), ``train.precision: bf16`` (autocast around forward and loss) and
+``train.channels_last``. An epoch waits for the device once, at its end: the data order moves to
+the device once, and the loss is summed there.
+
 A run with ``train.init`` (fine-tuning) starts at epoch 0 from the parameters and buffers (BN
 running statistics) of another run's checkpoint instead of a seeded initialization; its optimizer
 starts fresh (no momentum), and its schedule and data order are its own.
@@ -15,8 +22,10 @@ starts fresh (no momentum), and its schedule and data order are its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape import store
+from landscape.augment import CropFlip
 from landscape.data import DataBundle, Split, load_data
 from landscape.models import build_model
 
@@ -55,6 +65,8 @@ class TrainConfig:
     checkpoints: tuple[int, ...] = (0,)
     eval_batch_size: int = 1024
     init: Mapping[str, Any] | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> TrainConfig:
@@ -77,9 +89,20 @@ class TrainConfig:
             raise ValueError(f"train.checkpoints: epochs {late} exceed train.epochs={cfg.epochs}")
         if cfg.schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"train.schedule: unknown schedule {cfg.schedule!r}")
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(
+                f"train.precision: unknown precision {cfg.precision!r} ({', '.join(PRECISIONS)})"
+            )
+        if not isinstance(cfg.channels_last, bool):
+            raise ValueError(
+                f"train.channels_last: expected true or false, got {cfg.channels_last!r}"
+            )
         if cfg.init is not None:
             _check_init(cfg.init)
         return cfg
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 _INIT_KEYS = ("run", "epoch", "spec")
@@ -121,7 +144,16 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator for the data order of one epoch, independent of all other epochs."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return _generator(seed, epoch)
+
+
+def augment_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for the augmentation of one epoch, independent of its data order."""
+    return _generator(seed, epoch, 1)
+
+
+def _generator(*entropy: int) -> torch.Generator:
+    state = np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
@@ -155,24 +187,101 @@ def evaluate_split(model: nn.Module, split: Split, batch_size: int) -> tuple[flo
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, cfg: TrainConfig, epoch: int
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    cfg: TrainConfig,
+    epoch: int,
+    augment: CropFlip | None = None,
 ) -> float:
-    """One epoch of SGD; returns the mean training loss seen during the epoch (may be NaN)."""
+    """One epoch of SGD; returns the mean training loss seen during the epoch (may be NaN).
+
+    ``augment`` crops and flips each training batch with the numbers drawn for the epoch from
+    :func:`augment_generator`, indexed by the sample's position in the epoch's order. With
+    ``cfg.precision == "bf16"`` forward and loss run under bf16 autocast; with
+    ``cfg.channels_last`` 4-D batches are made channels-last (the model should be too). The only
+    wait for the device is the returned loss, at the end.
+    """
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(cfg, epoch)
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=_device_of(model))
+    device = _device_of(model)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    augment_batch = None
+    if augment is not None:
+        augment_batch = augment.for_epoch(len(split), augment_generator(cfg.seed, epoch), device)
     seen = 0
     for x, y in split.batches(
         cfg.batch_size, shuffle=True, generator=epoch_generator(cfg.seed, epoch)
     ):
-        loss = F.cross_entropy(model(x), y)
+        size = y.shape[0]
+        if augment_batch is not None:
+            x = augment_batch(x, seen)
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(cfg.precision, device):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().double() * len(y)
-        seen += len(y)
+        loss_sum += loss.detach().double() * size
+        seen += size
     return loss_sum.item() / max(seen, 1)
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(
+    model_spec: Mapping[str, Any],
+    data: DataBundle,
+    cfg: TrainConfig,
+    device: torch.device,
+    key: str = "model",
+) -> nn.Module:
+    """The seeded initialization of a run's model on ``device``, channels-last if configured."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_spec, data.num_classes, data.input_shape, key=key).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def time_epoch(
+    model_spec: Mapping[str, Any],
+    data: DataBundle,
+    cfg: TrainConfig,
+    device: str | torch.device = "cpu",
+    *,
+    epochs: int = 1,
+    warmup: int = 1,
+) -> float:
+    """Seconds per training epoch of ``model_spec`` on ``data`` with ``cfg``, as training runs it.
+
+    Trains a fresh model ``warmup`` epochs untimed (kernel selection, allocator, caches), then
+    ``epochs`` epochs timed (epochs ``warmup`` on of the schedule, with the bundle's ``augment``);
+    returns the mean. The per-epoch history evaluation of a run is not included.
+    """
+    dev = torch.device(device)
+    model = prepare_model(model_spec, data, cfg, dev)
+    optimizer = make_optimizer(model, cfg)
+    for e in range(warmup):
+        train_epoch(model, optimizer, data.train, cfg, e, augment=data.augment)
+    _synchronize(dev)
+    start = time.perf_counter()
+    for e in range(warmup, warmup + epochs):
+        train_epoch(model, optimizer, data.train, cfg, e, augment=data.augment)
+    _synchronize(dev)
+    return (time.perf_counter() - start) / max(epochs, 1)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -233,10 +342,7 @@ def train_model(
         raise ValueError(f"runs.{run}.train.init: read only at epoch 0, not at epoch {epoch}")
     dev = resolve_device(device)
     data = load_data(spec["dataset"], dev, key=f"datasets.{spec['dataset_name']}")
-    torch.manual_seed(cfg.seed)
-    model = build_model(
-        spec["model"], data.num_classes, data.input_shape, key=f"models.{spec['model_name']}"
-    ).to(dev)
+    model = prepare_model(spec["model"], data, cfg, dev, key=f"models.{spec['model_name']}")
     optimizer = make_optimizer(model, cfg)
     if epoch == 0:
         if cfg.init is not None or init is not None:
@@ -252,7 +358,7 @@ def train_model(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     for e in range(start, epoch):
-        train_loss = train_epoch(model, optimizer, data.train, cfg, e)
+        train_loss = train_epoch(model, optimizer, data.train, cfg, e, augment=data.augment)
         if not math.isfinite(train_loss):
             raise DivergenceError(
                 f"run '{run}': training loss became {train_loss} in epoch {e + 1} "
@@ -261,7 +367,7 @@ def train_model(
         history.append(history_row(model, data, cfg, e + 1))
         log.info("run %s epoch %d: %s", run, e + 1, history[-1])
     checkpoint = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "optimizer": _to_cpu(optimizer.state_dict()),
         "meta": {
             "kind": "checkpoint",
@@ -346,21 +452,6 @@ def load_model(
     return model.to(device).eval(), meta
 
 
-def export_history(checkpoint: str | Path, out: str | Path) -> None:
-    """Writes a run's train/test loss and accuracy per epoch (from its last checkpoint) as HDF5."""
-    meta = store.read_checkpoint(checkpoint)["meta"]
-    rows = meta["history"]
-    with store.create(
-        out, kind="history", spec=meta["spec"], inputs={"checkpoint": checkpoint}
-    ) as w:
-        w.scale("epoch", np.array([r["epoch"] for r in rows], dtype=np.int64))
-        for split in ("train", "test"):
-            for metric in ("loss", "acc"):
-                values = np.array([r[f"{split}_{metric}"] for r in rows], dtype=np.float64)
-                w.put(f"{split}/{metric}", values, dims=("epoch",))
-        w.put("lr", np.array([r["lr"] for r in rows], dtype=np.float64), dims=("epoch",))
-
-
 def _architecture(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A run spec's model block without pretrained ``weights`` (which only initialize it)."""
     return {k: v for k, v in spec["model"].items() if k != "weights"}
@@ -383,7 +474,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return obj.detach().cpu().contiguous()
     if isinstance(obj, dict):
         return {k: _to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,7 @@ from landscape.config import (
     hessian_spec,
     init_source,
     normalize_numbers,
+    resolve_stand_ins,
     soa_spec,
     run_spec,
     run_wildcards,
@@ -66,6 +68,10 @@ except WorkflowError:
         schema_error(config, SCHEMA) or "config does not match its schema"
     ) from None
 normalize_numbers(config, SCHEMA)
+STAND_INS = resolve_stand_ins(config)  # before any spec is derived from the datasets
+if workflow.is_main_process:  # once, not again in every job
+    for warning in STAND_INS:
+        print(warning, file=sys.stderr)
 check_references(config)
 check_figures(config)
 check_sweeps(config, SCHEMA)

@@ -96,7 +96,9 @@ def _imagefolder_root(tmp_path: Path, test_dir: str = "val") -> Path:
 
 
 def test_sources_listed() -> None:
-    assert SOURCES == ("digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder")
+    assert SOURCES == (
+        "digits", "cifar10", "cifar100", "svhn", "flowers102", "imagefolder", "synthetic"
+    )
 
 
 def test_digits_shapes_and_counts(digits: DataBundle) -> None:
