@@ -12,7 +12,7 @@ the clock), median of several repeats, repeat ``r`` using seed ``r``:
 
 - top-5 eigenvalues: :func:`landscape.hessian.lanczos` (``which="LA"``) and
   :func:`landscape.hessian.eigsh_topk`, float32 and float64;
-  :func:`landscape.block_lanczos.block_lanczos` on batched products (float32 operator with
+  :func:`landscape.hessian.block_lanczos` on batched products (float32 operator with
   ``block_products="batched"``, float64 basis) for block sizes 1, 2, 3 and 5; PyHessian's
   power iteration (``eigenvalues(top_n=5)``); the paper's Listing 1
   (``scipy.sparse.linalg.eigsh`` on a ``LinearOperator`` whose ``matvec`` is a plain
@@ -73,12 +73,12 @@ from _machine import machine_info
 from torch import Tensor, nn
 from torch.func import functional_call, hessian, jacrev, vmap
 
-from landscape.block_lanczos import block_lanczos
 from landscape.config import run_spec
 from landscape.data import load_data
 from landscape.gauss_newton import ggn_trace
 from landscape.hessian import (
     HessianLinearOperator,
+    block_lanczos,
     eigsh_topk,
     hutchinson,
     hutchpp,

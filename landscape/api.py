@@ -45,8 +45,9 @@ from torch import Tensor, nn
 from landscape import curvature, hessian, store
 from landscape.data import Split
 from landscape.directions import Direction, global_norm, make_direction, trainable
-from landscape.evaluate import evaluate_grid, has_batchnorm, lambda_grid, write_analysis
+from landscape.evaluate import evaluate_grid, has_batchnorm, write_analysis
 from landscape.grid import GridEvaluator
+from landscape.lambda_grids import lambda_grid
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
@@ -217,7 +218,7 @@ def _checked(d: Mapping[str, Tensor], params: Mapping[str, Tensor], i: int) -> D
 
 def axis(values: Any, name: str) -> np.ndarray:
     """Grid coordinates: an int ``num`` (``num`` points on [-1, 1]), a ``{"min", "max", "num"}``
-    spec (:func:`landscape.evaluate.lambda_grid`) or the values themselves.
+    spec (:func:`landscape.lambda_grids.lambda_grid`) or the values themselves.
 
     Raises:
         ValueError: for coordinates that are not a non-empty 1-D array of finite numbers.

@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from landscape import gauss_newton, hessian, store
-from landscape.block_lanczos import block_lanczos
 from landscape.data import load_data
 from landscape.directions import towards, trainable
-from landscape.evaluate import lambda_grid
+from landscape.hessian import block_lanczos
+from landscape.lambda_grids import lambda_grid
 from landscape.mining import cosine_table, descent_angles, loss_change_samples, soa_curve
 from landscape.train import load_model, resolve_device
 
@@ -96,7 +96,7 @@ def _create(out, kind, spec, checkpoint, meta, op, extra=None):
 
 def eigenpairs(op: hessian.HessianLinearOperator, spec: Mapping[str, Any], which: str):
     """Eigenpairs by the configured method: ``lanczos`` on the device, ``block_lanczos`` on
-    blocks of ``block_size`` products (:func:`landscape.block_lanczos.block_lanczos`), or
+    blocks of ``block_size`` products (:func:`landscape.hessian.block_lanczos`), or
     scipy's ``eigsh``."""
     k, tol, seed = spec.get("k", 5), spec.get("tol", 1e-6), spec.get("seed", 0)
     method = spec.get("method", "lanczos")

@@ -6,8 +6,9 @@ Each point gets its own :class:`landscape.hessian.HessianLinearOperator` over th
 of the ``hessian`` block (``split``, ``samples``, ``batch_size``, ``bn_mode``, ``dtype``, ``hvp``)
 and two :func:`landscape.hessian.lanczos` runs, ``which="LA"`` and ``"SA"`` with ``k = 1`` (``tol``,
 ``max_steps``, ``seed`` of the block). The map is sharded like a surface: a shard evaluates a
-contiguous run of the flattened ``x`` by ``y`` grid (:func:`landscape.evaluate.shard_indices`),
-the merge puts the points on the ``x`` and ``y`` scales. Datasets (``x`` x ``y``):
+contiguous run of the flattened ``x`` by ``y`` grid (:func:`landscape.lambda_grids.shard_indices`),
+the merge (:mod:`landscape.eigenmap_merge`) puts the points on the ``x`` and ``y`` scales and
+:mod:`landscape.eigenmap_plots` draws the map. Datasets (``x`` x ``y``):
 
 - ``max_eigenvalue``, ``min_eigenvalue``: the extreme eigenvalues; ``max_residual``,
   ``min_residual``: their Lanczos residuals ``||Hv - lambda v||``;
@@ -32,11 +33,10 @@ from landscape import store
 from landscape.curvature import DTYPES, evaluation_batches
 from landscape.data import load_data
 from landscape.directions import orthogonalize
-from landscape.evaluate import gather_shards, lambda_grid, shard_coordinates
+from landscape.eigenmap_merge import FIELDS
 from landscape.hessian import HessianLinearOperator, lanczos
+from landscape.lambda_grids import shard_coordinates
 from landscape.train import load_model, resolve_device
-
-FIELDS = ("max_eigenvalue", "min_eigenvalue", "max_residual", "min_residual", "ratio")
 
 
 def extreme_eigenvalues(
@@ -122,55 +122,3 @@ def compute_eigenmap_shard(
         w.put("index", index)
         for name, v in values.items():
             w.put(name, v)
-
-
-def merge_eigenmap(shards: Sequence[str | Path], out: str | Path, spec: Mapping[str, Any]) -> None:
-    """Gathers shards into one map on the ``x`` and ``y`` scales; a missing point is NaN.
-
-    Raises:
-        ValueError: if a shard was computed for another spec or from other inputs.
-    """
-    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    grids, shard = gather_shards(shards, spec, "eigenvalue map")
-    attrs = {k: shard.attrs[k] for k in ("run", "epoch", "subset_seed")}
-    with store.create(out, kind="eigenmap", spec=spec, inputs=shard.inputs, attrs=attrs) as w:
-        w.scale("x", xs)
-        w.scale("y", ys)
-        for f in FIELDS:
-            w.put(f, grids[f].reshape(len(xs), len(ys)), dims=("x", "y"))
-
-
-def plot_eigenmap(eigenmap: str | Path, out: str | Path, title: str | None = None) -> None:
-    """Three heatmaps: largest and most negative eigenvalue and ``|min / max|``.
-
-    Non-finite values (points not computed) are masked and counted in the title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from landscape.plots import save_figure
-
-    art = store.open(eigenmap)
-    x, y = art["x"], art["y"]
-    panels = (
-        ("max_eigenvalue", "largest eigenvalue", "viridis"),
-        ("min_eigenvalue", "most negative eigenvalue", "viridis"),
-        ("ratio", "|min / max|", "cividis"),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
-    masked = 0
-    for ax, (name, label, cmap) in zip(axes, panels, strict=True):
-        values = art[name]
-        bad = ~np.isfinite(values)
-        masked = max(masked, int(bad.sum()))
-        mesh = ax.pcolormesh(x, y, np.ma.masked_array(values, bad).T, cmap=cmap, shading="nearest")
-        ax.plot(0, 0, "w+", ms=10)
-        ax.set(xlabel="x", ylabel="y", title=label)
-        fig.colorbar(mesh, ax=ax)
-    heading = title or Path(eigenmap).stem
-    if masked:
-        heading += f"\n{masked} non-finite values masked"
-    fig.suptitle(heading, fontsize=10)
-    save_figure(fig, out)

@@ -1,7 +1,9 @@
 """Loss and error of perturbed models ``theta + sum_i lambda_i eps_i`` over a grid of lambdas.
 
-The engine (:mod:`landscape.grid`) evaluates many points at once; this module holds the grids,
-the workflow entry points and the files they write.
+The engine (:mod:`landscape.grid`) evaluates many points at once; this module holds the
+evaluation jobs and the files they write. The torch-free rest is apart, so that its jobs start
+fast: lambda grids and shards (:mod:`landscape.lambda_grids`), the merge of a surface's shards
+(:mod:`landscape.surface_merge`) and the curve table (:mod:`landscape.curve_table`).
 
 BN modes (Li et al., Appendix A.2):
 
@@ -17,10 +19,9 @@ the attribute ``batchnorm`` (without them both modes are the same function).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,39 +33,11 @@ from landscape.curves import analyze_curve
 from landscape.data import DataBundle, Split, load_data
 from landscape.directions import Direction, orthogonalize
 from landscape.grid import GridEvaluator
+from landscape.lambda_grids import lambda_grid, shard_coordinates
+from landscape.surface_merge import EVALUATION_ATTRS
 from landscape.train import load_model, resolve_device
 
-if TYPE_CHECKING:  # pandas only for the taxonomy table, not in the evaluation jobs
-    import pandas as pd
-
 BN_MODES = ("keep", "recompute")
-ANALYSIS_FIELDS = ("n_stationary", "mean_pos", "mean_neg", "ratio", "difference")
-# Root attributes of curves and surfaces, besides spec and inputs.
-EVALUATION_ATTRS = ("num_classes", "run", "epoch", "subset_seed", "batchnorm")
-# Root attributes of curves and surfaces evaluated with non-default engine options.
-OPTION_ATTRS = (
-    *EVALUATION_DEFAULTS,
-    "max_abs_diff_vs_fp32",
-    "max_rel_diff_vs_fp32",
-    "evaluation_note",
-)
-
-
-def lambda_grid(spec: Mapping[str, Any]) -> np.ndarray:
-    """Evenly spaced lambdas from ``min`` to ``max`` inclusive.
-
-    >>> lambda_grid({"min": -1.0, "max": 1.0, "num": 5}).tolist()
-    [-1.0, -0.5, 0.0, 0.5, 1.0]
-
-    Raises:
-        ValueError: if ``num < 1`` or ``min > max``.
-    """
-    lo, hi, num = float(spec["min"]), float(spec["max"]), int(spec["num"])
-    if num < 1:
-        raise ValueError(f"lambda.num: must be >= 1, got {num}")
-    if lo > hi:
-        raise ValueError(f"lambda: min ({lo}) must not exceed max ({hi})")
-    return np.linspace(lo, hi, num)
 
 
 def evaluate_grid(
@@ -140,24 +113,6 @@ def evaluate_with_options(
     if attrs["precision"] == "tf32" and next(model.parameters()).device.type == "cpu":
         attrs["evaluation_note"] = "tf32 has no effect on CPU"
     return result, attrs
-
-
-def shard_indices(total: int, scatteritem: str) -> np.ndarray:
-    """Flat grid indices of shard ``"i-of-n"`` (1-based): contiguous, sizes differ by at most one.
-
-    >>> shard_indices(10, "2-of-3").tolist()
-    [4, 5, 6]
-
-    Raises:
-        ValueError: for a malformed item or ``i`` outside ``1..n``.
-    """
-    try:
-        i, n = (int(v) for v in scatteritem.split("-of-"))
-    except ValueError:
-        raise ValueError(f"scatteritem: expected 'i-of-n', got {scatteritem!r}") from None
-    if not 1 <= i <= n:
-        raise ValueError(f"scatteritem: shard {i} is outside 1..{n}")
-    return np.array_split(np.arange(total), n)[i - 1]
 
 
 def fixed_bn_batches(data: DataBundle, spec: Mapping[str, Any]) -> list[tuple[Tensor, Tensor]]:
@@ -255,40 +210,6 @@ def write_analysis(w: store.Writer, lambdas: np.ndarray, metrics: Mapping[str, A
             w.put(f"analysis/{key}", value)
 
 
-def shard_coordinates(spec: Mapping[str, Any], scatteritem: str) -> tuple[np.ndarray, np.ndarray]:
-    """The flat indices of one shard (``"i-of-n"``) of the ``x`` by ``y`` grid of ``spec`` and
-    their ``(x, y)`` coordinates, one row per point."""
-    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    index = shard_indices(len(xs) * len(ys), scatteritem)
-    return index, np.stack([xs[index // len(ys)], ys[index % len(ys)]], axis=1)
-
-
-def gather_shards(
-    shards: Sequence[str | Path], spec: Mapping[str, Any], what: str
-) -> tuple[dict[str, np.ndarray], store.Artifact]:
-    """Every dataset of the shards (but ``index``) as a flat ``x`` by ``y`` grid, NaN where no
-    shard computed the point, and the last shard read (its inputs and attributes).
-
-    Raises:
-        ValueError: if a shard was computed for another spec or from other input files.
-    """
-    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    grids: dict[str, np.ndarray] = {}
-    first = None
-    for path in shards:
-        shard = store.open(path)
-        if shard.spec != json.loads(store.canonical_json(spec)):
-            raise ValueError(f"{path}: shard spec differs from the {what}'s spec")
-        if first is not None and shard.inputs != first.inputs:
-            raise ValueError(f"{path}: shard computed from other inputs than {shards[0]}")
-        first = first or shard
-        for name, values in shard.data.items():
-            if name != "index":
-                grid = grids.setdefault(name, np.full(len(xs) * len(ys), np.nan))
-                grid[shard["index"]] = values
-    return grids, shard
-
-
 def compute_surface_shard(
     checkpoint: str | Path,
     directions: Sequence[str | Path],
@@ -311,84 +232,3 @@ def compute_surface_shard(
         for s, by_metric in result.items():
             for m, values in by_metric.items():
                 w.put(f"{s}/{m}", values)
-
-
-def merge_surface(shards: Sequence[str | Path], out: str | Path, spec: Mapping[str, Any]) -> None:
-    """Gathers shards into one surface with ``x`` and ``y`` scales; a missing point is NaN.
-
-    The surface records as its ``inputs`` the checkpoint and the x and y directions (paths and
-    SHA-256) that its shards record, not the temporary shards themselves.
-
-    Raises:
-        ValueError: if a shard was computed for another spec or from other input files.
-    """
-    xs, ys = lambda_grid(spec["x"]), lambda_grid(spec["y"])
-    grids, shard = gather_shards(shards, spec, "surface")
-    inputs = shard.inputs
-    attrs = {k: shard.attrs[k] for k in EVALUATION_ATTRS if k in shard.attrs}
-    attrs |= {k: shard.attrs[k] for k in OPTION_ATTRS if k in shard.attrs}
-    attrs |= {f"{k}_sha256": shard.inputs[k]["sha256"] for k in ("checkpoint", "x", "y")}
-    with store.create(
-        out,
-        kind="surface",
-        spec=spec,
-        inputs=inputs,
-        attrs=attrs,
-    ) as w:
-        w.scale("x", xs)
-        w.scale("y", ys)
-        for name, grid in sorted(grids.items()):
-            w.put(name, grid.reshape(len(xs), len(ys)), dims=("x", "y"))
-
-
-def read_analysis(path: str | Path) -> pd.DataFrame:
-    """The curve analysis of one curve file: one row per metric (``test/loss``, ...).
-
-    Columns: ``metric``, ``type``, ``n_stationary``, ``stationary`` (the lambdas), ``mean_pos``,
-    ``mean_neg``, ``ratio``, ``difference``, then the curve's ``run`` and ``epoch``.
-    """
-    import pandas as pd
-
-    art = store.open(path)
-    lambdas = art["lambda"]
-    rows = []
-    for key in art.data:
-        if not (key.startswith("analysis/") and key.endswith("/type")):
-            continue
-        metric = key[len("analysis/") : -len("/type")]
-        field = {f: art[f"analysis/{metric}/{f}"] for f in ANALYSIS_FIELDS}
-        rows.append(
-            {
-                "metric": metric,
-                "type": art[key],
-                "n_stationary": int(field["n_stationary"]),
-                "stationary": np.round(lambdas[art[f"analysis/{metric}/stationary"]], 12).tolist(),
-                **{f: float(field[f]) for f in ANALYSIS_FIELDS if f != "n_stationary"},
-                "run": art.attrs["run"],
-                "epoch": art.attrs["epoch"],
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def curve_table(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """The curve taxonomy (VT): :func:`read_analysis` of every curve, keyed by its path.
-
-    Paths end in ``{dataset}/{model}/{run}/curves/epoch{E}/{curve}.h5`` (the store's layout).
-    """
-    import pandas as pd
-
-    frames = []
-    for path in paths:
-        frame = read_analysis(path)
-        dataset, model = Path(path).parts[-6:-4]
-        frame.insert(0, "curve", Path(path).stem)
-        frame.insert(0, "model", model)
-        frame.insert(0, "dataset", dataset)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def write_curve_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
-    """Writes :func:`curve_table` as CSV (atomically) and returns it."""
-    return store.write_csv(curve_table(paths), out)

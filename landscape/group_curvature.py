@@ -33,7 +33,6 @@ from landscape.params import GROUPS, param_groups
 from landscape.train import load_model, resolve_device
 
 TRACE_METHODS = ("auto", "exact", "xtrace", "hutchpp", "hutchinson")
-COLUMNS = ("group", "num_params", "trace", "trace_stderr", "trace_estimator")
 
 
 class RestrictedOperator:
@@ -209,41 +208,3 @@ def compute_group_curvature(
         for field in ("num_params", "trace", "trace_stderr"):
             w.put(field, np.asarray([result[g][field] for g in names]), dims=("group",))
         w.file.attrs["num_matvecs"] = op.num_matvecs
-
-
-def read_group_curvature(path: str | Path):
-    """One row per group of a group-curvature file: ``run``, ``epoch``, the columns of
-    :data:`COLUMNS` and ``eigenvalue_1`` ... ``eigenvalue_k``."""
-    import pandas as pd
-
-    art = store.open(path)
-    rows = []
-    for i, group in enumerate(art.attrs["groups"]):
-        row = {"run": art.attrs["run"], "epoch": art.attrs["epoch"], "group": group}
-        row |= {
-            "num_params": int(art["num_params"][i]),
-            "trace": float(art["trace"][i]),
-            "trace_stderr": float(art["trace_stderr"][i]),
-            "trace_estimator": art.attrs["trace_estimators"][i],
-        }
-        row |= {f"eigenvalue_{j + 1}": float(v) for j, v in enumerate(art["eigenvalues"][i])}
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def write_group_curvature_table(paths: Sequence[str | Path], out: str | Path):
-    """Writes :func:`read_group_curvature` of every file as one CSV (atomically); returns it.
-
-    Paths end in ``{dataset}/{model}/{run}/hessian/epoch{E}/group_curvature.h5``; ``dataset``
-    and ``model`` come from them.
-    """
-    import pandas as pd
-
-    frames = []
-    for path in paths:
-        frame = read_group_curvature(path)
-        dataset, model = Path(path).parts[-6:-4]
-        frame.insert(0, "model", model)
-        frame.insert(0, "dataset", dataset)
-        frames.append(frame)
-    return store.write_csv(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), out)

@@ -59,11 +59,11 @@ from landscape.directions.noise import noise
 from landscape.hessian import (
     HessianLinearOperator,
     LossFn,
-    _probe,
     directional_derivatives,
     make_batch_loss,
     soa_loss_change,
 )
+from landscape.hessian.lanczos import _probe
 
 BN_MODES = ("eval", "train")
 

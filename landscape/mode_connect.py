@@ -25,7 +25,8 @@ for the first half, linear down to 1% until 90%, then 1%). The model is called w
 curve and on the line, has its BN running statistics re-estimated over fixed training batches
 (their ``update_bn``: a cumulative average from reset statistics).
 
-The workflow entry points are :func:`compute_mode_connect` and :func:`plot_mode_connect`.
+The workflow entry point is :func:`compute_mode_connect`;
+:func:`landscape.mode_connect_plots.plot_mode_connect` draws its file.
 """
 
 from __future__ import annotations
@@ -344,48 +345,3 @@ def read_curve(path: str | Path) -> dict[str, Any]:
         state = store.read_checkpoint(art.inputs[key]["path"])["model"]
         points[f"theta_{key}"] = {n: state[n].cpu() for n in bend}
     return {"curve": art.attrs["curve"], "bend": bend, **points}
-
-
-# --------------------------------------------------------------------------- figure
-
-
-def plot_mode_connect(path: str | Path, out: str | Path, title: str | None = None) -> None:
-    """Loss and error against ``t``, curve and straight line, one line style per path and
-    one colour per split; the legend gives each path's barrier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from landscape.plots import save_figure
-
-    art = store.open(path)
-    runs = art.spec["runs"]
-    ts = art["t"]
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.8), squeeze=False)
-    styles = {"curve": "-", "line": "--"}
-    labels = {"curve": art.attrs["curve"], "line": "straight line"}
-    for ax, metric in zip(axes.flat, ("loss", "error"), strict=True):
-        for split, colour in (("train", "tab:blue"), ("test", "tab:orange")):
-            for kind in ("curve", "line"):
-                key = f"{kind}/{split}/{metric}"
-                if key not in art.data:
-                    continue
-                height = float(art[f"{kind}/{split}/{metric}_barrier"])
-                ax.plot(
-                    ts,
-                    art[key],
-                    styles[kind],
-                    color=colour,
-                    marker="o",
-                    ms=2.5,
-                    label=f"{split}, {labels[kind]} (barrier {height:.3g})",
-                )
-        ax.set_xlabel(f"t: {runs[0]} (0) to {runs[1]} (1)")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} along the path")
-        below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "ncol": 2}
-        ax.legend(fontsize=7, frameon=False, **below)
-    fig.suptitle(title or Path(path).stem)
-    fig.tight_layout()
-    save_figure(fig, out)

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 
 from landscape import store
 from landscape.plots import bn_label, save_figure
-from landscape.sweeps import vary_in_order
+from landscape.sweep_table import vary_in_order
 
 PLOT_DEFAULTS = {"kind": "grid", "axis": "sign_share", "metric": "test/error"}
 

@@ -7,7 +7,7 @@ Outputs:
 import json
 
 from landscape import logs
-from landscape.eigenmaps import merge_eigenmap
+from landscape.eigenmap_merge import merge_eigenmap
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

@@ -7,7 +7,7 @@ Outputs:
 import json
 
 from landscape import logs
-from landscape.evaluate import merge_surface
+from landscape.surface_merge import merge_surface
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.eigenmaps import plot_eigenmap
+from landscape.eigenmap_plots import plot_eigenmap
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

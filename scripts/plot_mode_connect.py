@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.mode_connect import plot_mode_connect
+from landscape.mode_connect_plots import plot_mode_connect
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

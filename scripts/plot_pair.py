@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.pairs import plot_pair
+from landscape.pair_plots import plot_pair
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

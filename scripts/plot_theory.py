@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.theory import plot_theory
+from landscape.theory_plots import plot_theory
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

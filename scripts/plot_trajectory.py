@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.trajectory import plot_trajectory
+from landscape.trajectory_plots import plot_trajectory
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.weight_stats import plot_weight_stats
+from landscape.weight_stats_plots import plot_weight_stats
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.evaluate import write_curve_table
+from landscape.curve_table import write_curve_table
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

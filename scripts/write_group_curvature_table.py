@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.group_curvature import write_group_curvature_table
+from landscape.group_curvature_table import write_group_curvature_table
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

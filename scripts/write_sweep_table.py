@@ -5,7 +5,7 @@ Outputs:
 """
 
 from landscape import logs
-from landscape.sweeps import write_sweep_table
+from landscape.sweep_table import write_sweep_table
 
 if __name__ == "__main__":
     logs.configure(snakemake.log[0])

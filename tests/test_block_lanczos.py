@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, hessian
 
 from landscape import curvature
-from landscape.block_lanczos import block_lanczos
-from landscape.hessian import HessianLinearOperator, lanczos
+from landscape.hessian import HessianLinearOperator, block_lanczos, lanczos
 from landscape.models import build_model
 from landscape.params import unflatten
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from landscape import store
-from landscape.evaluate import curve_table, read_analysis, write_analysis
+from landscape.curve_table import curve_table, read_analysis
+from landscape.evaluate import write_analysis
 
 
 def write_curve(path, lam, metrics):

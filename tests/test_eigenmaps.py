@@ -13,13 +13,10 @@ from torch.func import functional_call, hessian
 
 from landscape import store
 from landscape.directions import write_direction
-from landscape.eigenmaps import (
-    compute_eigenmap_shard,
-    extreme_eigenvalues,
-    merge_eigenmap,
-    plot_eigenmap,
-)
-from landscape.evaluate import lambda_grid
+from landscape.eigenmap_merge import merge_eigenmap
+from landscape.eigenmap_plots import plot_eigenmap
+from landscape.eigenmaps import compute_eigenmap_shard, extreme_eigenvalues
+from landscape.lambda_grids import lambda_grid
 from landscape.models import build_model
 from landscape.params import unflatten
 from landscape.train import load_model, train_model

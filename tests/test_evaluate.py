@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from landscape.directions import make_direction
-from landscape.evaluate import evaluate_grid, lambda_grid
+from landscape.evaluate import evaluate_grid
+from landscape.lambda_grids import lambda_grid
 from landscape.models import build_model
 
 
@@ -323,7 +324,8 @@ def test_default_curve_along_the_top_eigenvector_curves_by_its_eigenvalue(digits
 def test_curve_and_surface_figures_say_how_bn_statistics_were_treated(tmp_path, monkeypatch):
     from landscape import plots, store
     from landscape.directions import write_direction
-    from landscape.evaluate import compute_curve, compute_surface_shard, merge_surface
+    from landscape.evaluate import compute_curve, compute_surface_shard
+    from landscape.surface_merge import merge_surface
     from landscape.train import train_model
 
     titles = []

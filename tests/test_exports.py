@@ -28,7 +28,8 @@ SURFACE_SPEC = {
 def grid_files(tmp_path_factory):
     """A curve and a surface of a tiny MLP, written by the workflow's own functions."""
     from landscape.directions import write_direction
-    from landscape.evaluate import compute_curve, compute_surface_shard, merge_surface
+    from landscape.evaluate import compute_curve, compute_surface_shard
+    from landscape.surface_merge import merge_surface
     from landscape.train import train_model
 
     tmp = tmp_path_factory.mktemp("grids")

@@ -18,8 +18,8 @@ from landscape.group_curvature import (
     group_curvature,
     group_indices,
     restricted_trace,
-    write_group_curvature_table,
 )
+from landscape.group_curvature_table import write_group_curvature_table
 from landscape.hessian import HessianLinearOperator
 from landscape.models import build_model
 from landscape.params import GROUPS, param_groups, unflatten

@@ -22,7 +22,6 @@ from landscape.hessian import (
     METHODS,
     HessianLinearOperator,
     NondeterministicOperatorError,
-    _probe,
     directional_derivatives,
     eigsh_topk,
     hutchinson,
@@ -33,6 +32,7 @@ from landscape.hessian import (
     time_matvec,
     xtrace,
 )
+from landscape.hessian.lanczos import _probe
 from landscape.models import build_model
 from landscape.params import unflatten
 

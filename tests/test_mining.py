@@ -475,7 +475,7 @@ def test_loss_change_at_lambda_1e_3_needs_float64(digits):
     dense float64 second-order prediction lambda eps.g + 0.5 lambda^2 eps.H.eps per sample."""
     from torch.func import functional_call, grad, hessian
 
-    from landscape.hessian import _probe
+    from landscape.hessian.lanczos import _probe
     from landscape.params import unflatten
 
     x = digits.train.x[:200].double()

@@ -15,6 +15,7 @@ from torch import nn
 from landscape import mode_connect as mc
 from landscape.config import ConfigError, check_mode_connect, mode_connect_spec
 from landscape.data import TensorSplit
+from landscape.mode_connect_plots import plot_mode_connect
 
 
 def _points(seed: int = 0) -> tuple[dict, dict, dict]:
@@ -223,7 +224,7 @@ def test_compute_mode_connect_is_deterministic_and_stores_the_bend(tmp_path):
     )  # fmt: skip
     np.testing.assert_array_equal(again["curve"]["test"]["loss"], first["curve/test/loss"])
     assert first["line/test/loss_barrier"] == mc.barrier(first["t"], first["line/test/loss"])
-    mc.plot_mode_connect(outs[0], tmp_path / "figure.png")
+    plot_mode_connect(outs[0], tmp_path / "figure.png")
     assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
 
 

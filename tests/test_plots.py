@@ -9,7 +9,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from landscape import plots, store
-from landscape.evaluate import write_analysis, write_curve_table
+from landscape.curve_table import write_curve_table
+from landscape.evaluate import write_analysis
 
 NAMES = ["g_batch[0]", "g_batch[1]", "theta_f - theta_cur"]
 

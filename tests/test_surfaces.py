@@ -8,14 +8,9 @@ import torch
 
 from landscape import store
 from landscape.directions import write_direction
-from landscape.evaluate import (
-    compute_surface_shard,
-    evaluate_grid,
-    fixed_bn_batches,
-    lambda_grid,
-    merge_surface,
-    shard_indices,
-)
+from landscape.evaluate import compute_surface_shard, evaluate_grid, fixed_bn_batches
+from landscape.lambda_grids import lambda_grid, shard_indices
+from landscape.surface_merge import merge_surface
 from landscape.train import load_model, train_model
 
 DATASET = {"source": "digits"}

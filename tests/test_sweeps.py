@@ -14,7 +14,8 @@ from landscape import store
 from landscape.config import ConfigError, check_sweeps, sweep_spec
 from landscape.directions import make_direction, write_direction
 from landscape.evaluate import compute_curve
-from landscape.sweeps import compute_sweep, read_sweep, sign_share
+from landscape.sweep_table import read_sweep
+from landscape.sweeps import compute_sweep, sign_share
 from landscape.train import load_model, train_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ from landscape.directions import make_direction, write_direction
 from landscape.directions.pca import principal_components, project, trajectory_matrix
 from landscape.models import build_model
 from landscape.train import load_model, train_model
-from landscape.trajectory import compute_trajectory, plot_trajectory
+from landscape.trajectory import compute_trajectory
+from landscape.trajectory_plots import plot_trajectory
 
 
 def flat(tensors, names):

@@ -144,7 +144,7 @@ def test_width_not_symmetry_needs_symmetric_raw_valleys_of_different_widths(tmp_
 
 
 def test_the_sweep_table_adds_width_and_asymmetry(tmp_path):
-    from landscape.sweeps import sweep_table
+    from landscape.sweep_table import sweep_table
 
     lam = np.linspace(-1, 1, 5)
     spec = {"vary": {"sign": ["none"]}, "order": ["sign"]}

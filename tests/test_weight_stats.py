@@ -8,12 +8,8 @@ import torch
 
 from landscape import store
 from landscape.train import train_model
-from landscape.weight_stats import (
-    compute_weight_stats,
-    histogram_edges,
-    plot_weight_stats,
-    weight_statistics,
-)
+from landscape.weight_stats import compute_weight_stats, histogram_edges, weight_statistics
+from landscape.weight_stats_plots import plot_weight_stats
 
 
 @pytest.fixture(scope="module")

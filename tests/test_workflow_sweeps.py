@@ -14,7 +14,7 @@ import pytest
 from workflow_utils import REPO, completed_run
 
 from landscape import store
-from landscape.sweeps import read_sweep
+from landscape.sweep_table import read_sweep
 
 pytestmark = pytest.mark.workflow
 CONFIG = REPO / "tests" / "configs" / "sweeps.yaml"

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape.federated.algorithm_names import ALGORITHMS
 from landscape.models import classifier_name
 
 __all__ = [
@@ -58,7 +59,6 @@ __all__ = [
     "weighted_average",
 ]
 
-ALGORITHMS: tuple[str, ...] = ("fedavg", "fedprox", "moon", "feddyn", "fedpan", "fedsign")
 FEDSIGN_LOSSES: tuple[str, ...] = ("hinge", "squared_hinge")
 PAN_MODES: tuple[str, ...] = ("additive", "multiplicative")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from landscape import store
-from landscape.federated.algorithms import ALGORITHMS
+from landscape.federated.algorithm_names import ALGORITHMS
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -67,7 +67,7 @@ def federated_table(paths: Sequence[str | Path]) -> pd.DataFrame:
     """One row per (dataset, alpha, algorithm) over its seeds; see :data:`TABLE_COLUMNS`.
 
     Rows are ordered by dataset (first seen), alpha (descending, as the paper's columns) and
-    algorithm (:data:`~landscape.federated.algorithms.ALGORITHMS`).
+    algorithm (:data:`~landscape.federated.algorithm_names.ALGORITHMS`).
     """
     runs = pd.DataFrame([_run_row(p) for p in paths])
     if runs.empty:

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscape.hessian import RESIDUALS, Eigenpairs, _check_which, _probe, _residuals, _select
+from landscape.hessian.lanczos import (
+    RESIDUALS,
+    Eigenpairs,
+    _check_which,
+    _probe,
+    _residuals,
+    _select,
+)
 
 
 class _BlockLanczos:
