@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from landscape import bn_recompute as bnr
 from landscape.data import Split
+from landscape.precision import float32_precision
 
 _BN = nn.modules.batchnorm._BatchNorm
 _LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -145,21 +146,6 @@ def _activation_floats(model: nn.Module, x: Tensor) -> int:
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-@contextlib.contextmanager
-def float32_precision(mode: str) -> Iterator[None]:
-    """CUDA float32 matmuls and cuDNN convolutions in ``mode`` (``ieee`` or ``tf32``) inside.
-
-    Process-wide switches, restored on exit; they do nothing on the CPU.
-    """
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = mode
-    try:
-        yield
-    finally:
-        matmul.fp32_precision, conv.fp32_precision = saved
 
 
 class GridEvaluator:

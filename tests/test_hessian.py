@@ -509,3 +509,32 @@ def test_invalid_arguments(models, data, ops):
         ops["mlp"].matvec(torch.zeros(3))
     with pytest.raises(ValueError, match="which"):
         lanczos(ops["mlp"], 2, which="XX")
+
+
+class _RecordsPrecision(nn.Module):
+    """A small MLP that records the CUDA float32 switches in force when it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+        self.seen: set[tuple[str, str]] = set()
+
+    def forward(self, x):
+        self.seen.add(
+            (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+        )
+        return self.net(x)
+
+
+@pytest.mark.parametrize("method", ["jvp", "double_backward", "retained"])
+def test_products_run_in_ieee_float32_not_pytorchs_tf32_convolutions(method):
+    model = _RecordsPrecision()
+    batches = [(torch.randn(6, 4), torch.arange(6) % 3)]
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    op = HessianLinearOperator(model, batches, method=method)
+    op.matvec(torch.randn(op.shape[0]))
+    assert model.seen == {("ieee", "ieee")}
+    assert (
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,
+    ) == before

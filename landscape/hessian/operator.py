@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value
 
 from landscape.hessian.products import LossFn, _Graph, _Products, make_batch_loss, make_hvp
+from landscape.precision import float32_precision
 
 BN_MODES = ("eval", "train")
 METHODS = ("auto", "jvp", "double_backward", "retained")
@@ -200,7 +201,8 @@ class HessianLinearOperator(_Products):
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
-        """Sets the model's flags for evaluation (``bn_mode``) and restores them afterwards."""
+        """Sets the model's flags for evaluation (``bn_mode``) and IEEE float32 on CUDA
+        (:mod:`landscape.precision`), and restores them afterwards."""
         flags = {m: m.training for m in self._model.modules()}
         tracking = {
             m: m.track_running_stats for m in self._model.modules() if isinstance(m, _BATCHNORM)
@@ -210,7 +212,8 @@ class HessianLinearOperator(_Products):
             if self.bn_mode == "train":
                 for m in tracking:  # batch statistics; running statistics neither read nor set
                     m.track_running_stats = False
-            yield
+            with float32_precision("ieee"):
+                yield
         finally:
             for m, flag in flags.items():
                 m.training = flag
