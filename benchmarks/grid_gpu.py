@@ -42,10 +42,9 @@ script itself in under a minute on a CPU (``tests/test_grid_gpu.py``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +61,7 @@ from landscape.data import TensorSplit
 from landscape.directions import make_direction
 from landscape.grid import GridEvaluator
 from landscape.models import build_model
+from landscape.precision import float32_precision
 from landscape.train import TrainConfig, make_optimizer, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,18 +118,6 @@ class Row:
 # ----------------------------------------------------------------------------- set-up
 
 
-@contextlib.contextmanager
-def fp32_math(precision: str = "ieee") -> Iterator[None]:
-    """CUDA matmuls and cuDNN convolutions in float32 at ``precision`` (``ieee`` or ``tf32``)."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = precision
-    try:
-        yield
-    finally:
-        matmul.fp32_precision, conv.fp32_precision = saved
-
-
 def matmul_tflops(device: torch.device, precision: str, n: int, repeats: int = 10) -> float:
     """TFLOP/s of an ``n x n`` by ``n x n`` ``torch.mm`` in ``fp32`` (IEEE), ``tf32`` or
     ``bf16``: best of three loops of ``repeats`` products, after a warm-up product."""
@@ -144,7 +132,7 @@ def matmul_tflops(device: torch.device, precision: str, n: int, repeats: int = 1
             torch.mm(a, b, out=out)
 
     best = math.inf
-    with fp32_math("tf32" if precision == "tf32" else "ieee"):
+    with float32_precision("tf32" if precision == "tf32" else "ieee"):
         torch.mm(a, b, out=out)
         for _ in range(3):
             _, seconds, _ = measured(device, products)
@@ -232,7 +220,7 @@ def timed_row(
 ) -> Row:
     """Times ``evaluate(coords)`` (losses of those points) on the warm-up points, then on the
     measured ones; set-up = warm-up time less the steady time of as many points."""
-    with fp32_math("ieee"):
+    with float32_precision("ieee"):
         _, warm_s, warm_peak = measured(device, lambda: evaluate(warm))
         losses, seconds, peak = measured(device, lambda: evaluate(points))
     per_point = seconds / len(points)
