@@ -888,7 +888,7 @@ def run_wildcards(config: Mapping[str, Any], run: str) -> dict[str, str]:
 
 
 # Training options off by default that no run spec holds where off (see run_spec).
-_TRAIN_OFF = {"precision": "fp32", "channels_last": False}
+_TRAIN_OFF = {"precision": "fp32", "channels_last": False, "eval_every": 1}
 
 
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
@@ -898,8 +898,9 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     subset with it: training reads every sample otherwise, so changing it retrains nothing.
     A fine-tuning run's ``train.init`` holds the epoch it starts from (``final`` resolved) and
     the run spec of the run it starts from, so changing that run retrains this one. The speed
-    options ``train.precision``, ``train.channels_last`` and a tensor source's ``augment`` are
-    left out where off, as runs were before they existed: writing them out retrains nothing.
+    options ``train.precision``, ``train.channels_last``, ``train.eval_every`` and a tensor
+    source's ``augment`` are left out where off, as runs were before they existed: writing them
+    out retrains nothing.
 
     >>> config = {"runs": {"r": {"dataset": "d", "model": "m", "train": {"epochs": 2}}},
     ...     "datasets": {"d": {"source": "digits", "subset_seed": 3}}, "models": {"m": {}}}

@@ -67,6 +67,7 @@ class TrainConfig:
     init: Mapping[str, Any] | None = None
     precision: str = "fp32"
     channels_last: bool = False
+    eval_every: int = 1
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> TrainConfig:
@@ -97,6 +98,9 @@ class TrainConfig:
             raise ValueError(
                 f"train.channels_last: expected true or false, got {cfg.channels_last!r}"
             )
+        every = cfg.eval_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"train.eval_every: expected an integer >= 1, got {every!r}")
         if cfg.init is not None:
             _check_init(cfg.init)
         return cfg
@@ -295,6 +299,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     )
 
 
+def history_due(cfg: TrainConfig, done: int, checkpoint: int) -> bool:
+    """Whether the history gets a row after ``done`` epochs: at epoch 0, every ``eval_every``-th
+    epoch and the epoch of the checkpoint being written.
+
+    >>> [e for e in range(11) if history_due(TrainConfig(epochs=10, eval_every=4), e, 10)]
+    [0, 4, 8, 10]
+    """
+    return done % cfg.eval_every == 0 or done == checkpoint
+
+
 def history_row(model: nn.Module, data: DataBundle, cfg: TrainConfig, epoch: int) -> dict:
     """Train/test loss and accuracy of the model after ``epoch`` epochs."""
     train_loss, train_acc = evaluate_split(model, data.train, cfg.eval_batch_size)
@@ -364,8 +378,11 @@ def train_model(
                 f"run '{run}': training loss became {train_loss} in epoch {e + 1} "
                 f"(lr={learning_rate(cfg, e)}); no checkpoint written for epoch {epoch}"
             )
-        history.append(history_row(model, data, cfg, e + 1))
-        log.info("run %s epoch %d: %s", run, e + 1, history[-1])
+        if history_due(cfg, e + 1, epoch):
+            history.append(history_row(model, data, cfg, e + 1))
+            log.info("run %s epoch %d: %s", run, e + 1, history[-1])
+        else:
+            log.info("run %s epoch %d: train loss seen %.6g", run, e + 1, train_loss)
     checkpoint = {
         "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "optimizer": _to_cpu(optimizer.state_dict()),

@@ -373,3 +373,37 @@ def test_options_enter_a_run_spec_only_when_on():
     on = spec_of({"augment": True}, precision="bf16", channels_last=True)
     assert on["dataset"] == {**plain["dataset"], "augment": True}
     assert on["train"] == {**plain["train"], "precision": "bf16", "channels_last": True}
+
+
+# --------------------------------------------------------------------------- eval_every
+
+
+def test_eval_every_thins_the_history_and_changes_no_weight(tmp_path):
+    block = {"source": "digits", "max_train": 256}
+    every = train_chain(tmp_path / "every", [0, 7], run_spec(block, epochs=7))
+    thinned = train_chain(tmp_path / "thin", [0, 7], run_spec(block, epochs=7, eval_every=3))
+    assert tensors_equal(every["model"], thinned["model"])
+    rows = {r["epoch"]: r for r in every["meta"]["history"]}
+    assert [r["epoch"] for r in every["meta"]["history"]] == list(range(8))
+    assert [r["epoch"] for r in thinned["meta"]["history"]] == [0, 3, 6, 7]
+    assert thinned["meta"]["history"] == [rows[e] for e in (0, 3, 6, 7)]
+    segmented = train_chain(tmp_path / "seg", [0, 4, 7], run_spec(block, epochs=7, eval_every=3))
+    assert tensors_equal(every["model"], segmented["model"])
+    assert [r["epoch"] for r in segmented["meta"]["history"]] == [0, 3, 4, 6, 7]
+
+
+def test_eval_every_is_checked_and_left_out_of_the_spec_at_one():
+    from landscape.config import run_spec as config_run_spec
+
+    assert TrainConfig.from_spec({"eval_every": 5}).eval_every == 5
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=r"train\.eval_every"):
+            TrainConfig.from_spec({"eval_every": bad})
+    config = {
+        "datasets": {"d": {"source": "digits"}},
+        "models": {"m": {}},
+        "runs": {"r": {"dataset": "d", "model": "m", "train": {"epochs": 2, "eval_every": 1}}},
+    }
+    assert "eval_every" not in config_run_spec(config, "r")["train"]
+    config["runs"]["r"]["train"]["eval_every"] = 2
+    assert config_run_spec(config, "r")["train"]["eval_every"] == 2
