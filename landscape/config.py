@@ -420,6 +420,30 @@ def check_finite(config: Any, parts: tuple = ()) -> None:
             check_finite(value, (*parts, i))
 
 
+def drop_unset_options(config: dict[str, Any]) -> None:
+    """Removes, in place, the speed options written out at their off value.
+
+    ``augment: false`` of a tensor source (CIFAR, SVHN, synthetic) and ``train.precision: fp32``,
+    ``train.channels_last: false``, ``train.eval_every: 1`` of a run: the schema gives them no
+    default (a default would enter every spec), so writing one out would change the dataset block
+    that curves, surfaces and Hessian jobs take as a parameter, and rerun them for nothing.
+
+    >>> config = {"datasets": {"c": {"source": "cifar10", "augment": False},
+    ...     "f": {"source": "imagefolder", "augment": False}},
+    ...     "runs": {"r": {"train": {"epochs": 2, "precision": "fp32"}}}}
+    >>> drop_unset_options(config); config["datasets"], config["runs"]["r"]["train"]
+    ({'c': {'source': 'cifar10'}, 'f': {'source': 'imagefolder', 'augment': False}}, {'epochs': 2})
+    """
+    for block in config.get("datasets", {}).values():
+        if block.get("augment") is False and block.get("source") not in _IMAGE_FOLDERS:
+            del block["augment"]
+    for run in config.get("runs", {}).values():
+        train = run.get("train", {})
+        for key, off in _TRAIN_OFF.items():
+            if key in train and train[key] == off and type(train[key]) is type(off):
+                del train[key]
+
+
 def normalize_numbers(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
     """Gives each number its key's type in the schema, in place: ``5.0`` -> ``5``, ``1`` -> ``1.0``.
 
@@ -889,6 +913,7 @@ def run_wildcards(config: Mapping[str, Any], run: str) -> dict[str, str]:
 
 # Training options off by default that no run spec holds where off (see run_spec).
 _TRAIN_OFF = {"precision": "fp32", "channels_last": False, "eval_every": 1}
+_IMAGE_FOLDERS = ("flowers102", "imagefolder")  # their augment has a schema default
 
 
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
@@ -919,7 +944,7 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     dataset = dict(config["datasets"][spec["dataset"]])
     if dataset.get("max_train") is None and dataset.get("max_test") is None:
         dataset.pop("subset_seed", None)
-    if dataset.get("augment") is False and dataset["source"] not in ("flowers102", "imagefolder"):
+    if dataset.get("augment") is False and dataset["source"] not in _IMAGE_FOLDERS:
         dataset.pop("augment")
     return {
         "run": run,

@@ -33,6 +33,7 @@ from landscape.config import (
     checkpoint_epochs,
     direction_references,
     direction_spec,
+    drop_unset_options,
     evaluation_spec,
     hdf5_environment,
     hessian_spec,
@@ -68,6 +69,7 @@ except WorkflowError:
         schema_error(config, SCHEMA) or "config does not match its schema"
     ) from None
 normalize_numbers(config, SCHEMA)
+drop_unset_options(config)  # off values written out: the same specs as absent ones
 STAND_INS = resolve_stand_ins(config)  # before any spec is derived from the datasets
 if workflow.is_main_process:  # once, not again in every job
     for warning in STAND_INS:

@@ -407,3 +407,45 @@ def test_eval_every_is_checked_and_left_out_of_the_spec_at_one():
     assert "eval_every" not in config_run_spec(config, "r")["train"]
     config["runs"]["r"]["train"]["eval_every"] = 2
     assert config_run_spec(config, "r")["train"]["eval_every"] == 2
+
+
+@pytest.mark.workflow
+def test_off_values_written_out_rerun_nothing(tmp_path):
+    """`augment: false` and the train options at their off values, written out: nothing reruns.
+
+    The dataset block is a parameter of every curve, surface and Hessian job, so without
+    :func:`landscape.config.drop_unset_options` the curve would rerun.
+    """
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from workflow_utils import snakemake
+
+    config = {
+        "datasets": {"c": {"source": "cifar10", "root": str(cifar_root(tmp_path))}},
+        "models": {"m": TINY_CNN},
+        "runs": {"r": {"dataset": "c", "model": "m", "train": {"epochs": 1, "batch_size": 8}}},
+        "directions": {"g": {"kind": "noise", "normalization": "filter", "seed": 1}},
+        "curves": {
+            "k": {
+                "direction": "g",
+                "lambda": {"min": -1.0, "max": 1.0, "num": 3},
+                "bn_mode": "keep",
+                "runs": ["r"],
+                "plot": False,
+            }
+        },
+    }
+    work = tmp_path / "work"
+    work.mkdir()
+    target = "results/c/m/r/curves/epoch1/k.h5"
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work, target)
+    assert (work / target).is_file()
+    config["datasets"]["c"]["augment"] = False
+    config["runs"]["r"]["train"].update(precision="fp32", channels_last=False, eval_every=1)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(work, target, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
