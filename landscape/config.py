@@ -435,13 +435,12 @@ def drop_unset_options(config: dict[str, Any]) -> None:
     ({'c': {'source': 'cifar10'}, 'f': {'source': 'imagefolder', 'augment': False}}, {'epochs': 2})
     """
     for block in config.get("datasets", {}).values():
-        if block.get("augment") is False and block.get("source") not in _IMAGE_FOLDERS:
+        if _augment_off(block):
             del block["augment"]
     for run in config.get("runs", {}).values():
         train = run.get("train", {})
-        for key, off in _TRAIN_OFF.items():
-            if key in train and train[key] == off and type(train[key]) is type(off):
-                del train[key]
+        for key in [k for k, v in train.items() if _train_off(k, v)]:
+            del train[key]
 
 
 def normalize_numbers(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
@@ -916,6 +915,16 @@ _TRAIN_OFF = {"precision": "fp32", "channels_last": False, "eval_every": 1}
 _IMAGE_FOLDERS = ("flowers102", "imagefolder")  # their augment has a schema default
 
 
+def _train_off(key: str, value: Any) -> bool:
+    """Whether ``train.<key>: value`` is a speed option at its off value (no spec holds it)."""
+    return key in _TRAIN_OFF and value == _TRAIN_OFF[key] and type(value) is type(_TRAIN_OFF[key])
+
+
+def _augment_off(dataset: Mapping[str, Any]) -> bool:
+    """Whether a dataset block says ``augment: false`` where the schema gives it no default."""
+    return dataset.get("augment") is False and dataset.get("source") not in _IMAGE_FOLDERS
+
+
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     """Everything a run's checkpoints depend on: dataset, model and training blocks.
 
@@ -936,7 +945,7 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     train = {
         k: v
         for k, v in spec["train"].items()
-        if k != "checkpoints" and not (k in _TRAIN_OFF and v == _TRAIN_OFF[k])
+        if k != "checkpoints" and not _train_off(k, v)
     }
     source = init_source(config, run)
     if source is not None:
@@ -944,7 +953,7 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     dataset = dict(config["datasets"][spec["dataset"]])
     if dataset.get("max_train") is None and dataset.get("max_test") is None:
         dataset.pop("subset_seed", None)
-    if dataset.get("augment") is False and dataset["source"] not in _IMAGE_FOLDERS:
+    if _augment_off(dataset):
         dataset.pop("augment")
     return {
         "run": run,

@@ -11,9 +11,10 @@ content (see :func:`landscape.store.write_checkpoint`).
 Options for paper scale, each off by default and left out of a run's spec when off (so
 existing runs retrain nothing): ``augment`` of a CIFAR/SVHN dataset (random crop and
 flip of the training batches on the device, from a generator of ``(seed, epoch)`` of its own,
-see :mod:`landscape.augment`), ``train.precision: bf16`` (autocast around forward and loss) and
-``train.channels_last``. An epoch waits for the device once, at its end: the data order moves to
-the device once, and the loss is summed there.
+see :mod:`landscape.augment`), ``train.precision: bf16`` (autocast around forward and loss),
+``train.channels_last`` and ``train.eval_every`` (the history's evaluation every n-th epoch).
+An epoch waits for the device once, at its end: the data order moves to the device once, and
+the loss is summed there.
 
 A run with ``train.init`` (fine-tuning) starts at epoch 0 from the parameters and buffers (BN
 running statistics) of another run's checkpoint instead of a seeded initialization; its optimizer

@@ -416,11 +416,7 @@ def test_off_values_written_out_rerun_nothing(tmp_path):
     The dataset block is a parameter of every curve, surface and Hessian job, so without
     :func:`landscape.config.drop_unset_options` the curve would rerun.
     """
-    import sys
-
     import yaml
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from workflow_utils import snakemake
 
     config = {
