@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from landscape.source_files import data_files
+
 HESSIAN_PARTS = ("spectrum", "density", "trace", "loss_change")
 
 
@@ -226,14 +228,6 @@ STAND_IN_SOURCES: dict[str, dict[str, Any]] = {
     "cifar100": {"shape": [3, 32, 32], "num_classes": 100, "n_train": 50000, "n_test": 10000},
     "svhn": {"shape": [3, 32, 32], "num_classes": 10, "n_train": 73257, "n_test": 26032},
 }
-_REAL_FILES = {
-    "cifar10": tuple(
-        f"cifar-10-batches-py/{n}"
-        for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
-    ),
-    "cifar100": ("cifar-100-python/train", "cifar-100-python/test"),
-    "svhn": ("train_32x32.mat", "test_32x32.mat"),
-}
 _LAYOUT_KEYS = ("shape", "num_classes", "n_train", "n_test")
 
 
@@ -259,7 +253,7 @@ def _missing_data(block: Mapping[str, Any]) -> str | None:
     root = block.get("root")
     if not root:
         return "root is not set"
-    for name in _REAL_FILES[block["source"]]:
+    for name in data_files(block["source"]):
         path = Path(root).expanduser() / name
         if not path.is_file():
             return f"'{path}' is missing"
@@ -283,9 +277,10 @@ def stand_in_spec(block: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_stand_ins(config: Mapping[str, Any]) -> list[str]:
     """Puts the synthetic stand-in in place of every ``stand_in: synthetic`` dataset without data.
 
-    A block with ``stand_in: synthetic`` whose real files (:data:`_REAL_FILES` under ``root``)
-    are all there becomes the block without ``stand_in``; one with any missing becomes
-    :func:`stand_in_spec`. ``config["datasets"]`` is changed in place, before any spec is
+    A block with ``stand_in: synthetic`` whose real files
+    (:func:`~landscape.source_files.data_files` under ``root``) are all there becomes the block
+    without ``stand_in``; one with any missing becomes :func:`stand_in_spec`.
+    ``config["datasets"]`` is changed in place, before any spec is
     derived from it, so that every artifact's spec says which data it was computed on: when the
     real data appears, the specs change and everything reruns on it.
 

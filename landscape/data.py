@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from landscape.augment import CropFlip
 from landscape.digits import load_digits, stratified_split
+from landscape.source_files import FILES
 
 __all__ = [
     "SOURCES",
@@ -578,15 +579,10 @@ def _load_cifar(
     spec: Mapping[str, Any], device: torch.device | str, key: str, source: str
 ) -> DataBundle:
     """Load CIFAR-10 or CIFAR-100 from torchvision's python-pickle layout under ``root``."""
+    sub, train_names, test_name = FILES[source]
     if source == "cifar10":
-        sub, train_names, test_name = (
-            "cifar-10-batches-py",
-            [f"data_batch_{i}" for i in range(1, 6)],
-            "test_batch",
-        )
         label_key, stats, classes = b"labels", _CIFAR10_STATS, 10
     else:
-        sub, train_names, test_name = "cifar-100-python", ["train"], "test"
         label_key, stats, classes = b"fine_labels", _CIFAR100_STATS, 100
     expected = f"{sub}/{{{','.join([*train_names, test_name])}}}"
     root = _root(spec, key, source, expected)
@@ -630,12 +626,13 @@ def _read_svhn(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_svhn(spec: Mapping[str, Any], device: torch.device | str, key: str) -> DataBundle:
     """Load SVHN (cropped digits) from ``train_32x32.mat`` and ``test_32x32.mat``."""
-    root = _root(spec, key, "svhn", "train_32x32.mat and test_32x32.mat")
+    (train_name,), test_name = FILES["svhn"][1:]
+    root = _root(spec, key, "svhn", f"{train_name} and {test_name}")
     max_train, max_test = _limits(spec, key)
     seed = _subset_seed(spec, key)
     classes = _classes(spec, key, 10)
-    x_train, y_train = _read_svhn(root / "train_32x32.mat", key)
-    x_test, y_test = _read_svhn(root / "test_32x32.mat", key)
+    x_train, y_train = _read_svhn(root / train_name, key)
+    x_test, y_test = _read_svhn(root / test_name, key)
     train = _tensor_split(x_train, y_train, _SVHN_STATS, classes, max_train, seed, device)
     test = _tensor_split(x_test, y_test, _SVHN_STATS, classes, max_test, seed, device)
     augment = _crop_flip(spec, key, _SVHN_STATS, flip=False)  # a flipped digit is another digit
