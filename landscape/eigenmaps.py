@@ -31,12 +31,10 @@ from torch import Tensor, nn
 
 from landscape import store
 from landscape.curvature import DTYPES, evaluation_batches
-from landscape.data import load_data
-from landscape.directions import orthogonalize
 from landscape.eigenmap_merge import FIELDS
+from landscape.evaluate import load_plane
 from landscape.hessian import HessianLinearOperator, lanczos
 from landscape.lambda_grids import shard_coordinates
-from landscape.train import load_model, resolve_device
 
 
 def extreme_eigenvalues(
@@ -105,15 +103,7 @@ def compute_eigenmap_shard(
     device: str = "auto",
 ) -> None:
     """Evaluates one shard (``"i-of-n"``) of an eigenvalue map's flattened ``x`` by ``y`` grid."""
-    dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
-    data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
-    vectors = [
-        {n: torch.as_tensor(v, device=dev) for n, v in store.open(p).tensors().items()}
-        for p in directions
-    ]
-    if spec.get("orthogonalize"):
-        vectors[1] = orthogonalize(vectors[0], vectors[1])
+    model, meta, data, _, vectors = load_plane(checkpoint, directions, spec, dataset, device)
     index, coords = shard_coordinates(spec, scatteritem)
     values = extreme_eigenvalues(model, vectors, coords, evaluation_batches(data, spec), spec)
     inputs = {"checkpoint": checkpoint, "x": directions[0], "y": directions[1]}

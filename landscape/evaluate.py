@@ -128,8 +128,16 @@ def fixed_bn_batches(data: DataBundle, spec: Mapping[str, Any]) -> list[tuple[Te
     return list(data.train.sample(spec["bn_batches"] * size, data.subset_seed).batches(size))
 
 
-def _evaluation(checkpoint, directions, spec, dataset, device):
-    """Model, directions, splits and BN batches of one curve or surface job."""
+def load_plane(
+    checkpoint: str | Path,
+    directions: Sequence[str | Path],
+    spec: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    device: str = "auto",
+) -> tuple[nn.Module, dict, DataBundle, list[store.Artifact], list[dict[str, Tensor]]]:
+    """``(model, meta, data, direction files, direction tensors)`` of a curve, surface or
+    eigenvalue-map job, on the device; the second direction orthogonalized to the first where
+    ``spec`` says ``orthogonalize``."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     data = load_data(dataset, dev, key=f"datasets.{meta['spec']['dataset_name']}")
@@ -137,6 +145,13 @@ def _evaluation(checkpoint, directions, spec, dataset, device):
     vectors = [{n: torch.as_tensor(v, device=dev) for n, v in a.tensors().items()} for a in arts]
     if spec.get("orthogonalize"):
         vectors[1] = orthogonalize(vectors[0], vectors[1])
+    return model, meta, data, arts, vectors
+
+
+def _evaluation(checkpoint, directions, spec, dataset, device):
+    """Model, directions, splits and BN batches of one curve or surface job."""
+    model, meta, data, arts, vectors = load_plane(checkpoint, directions, spec, dataset, device)
+    dev = next(model.parameters()).device
     splits = {s: getattr(data, s) for s in spec["splits"]}
     meta = {**meta, "subset_seed": data.subset_seed, "batchnorm": has_batchnorm(model)}
     engine = {
