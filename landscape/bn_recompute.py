@@ -12,9 +12,8 @@ each BN layer's batch mean and unbiased batch variance. Here:
   so ``torch.compile`` traces it once. (Concatenating the batches into one pass, each normalized
   by its own statistics, was measured slower on a CPU: the concatenation copies.)
 - :func:`folded_model` is a third view for the eval pass in which every convolution followed only
-  by an eval-mode BN computes ``conv(x, w * s) + (b - mean) * s + beta`` with
-  ``s = gamma / sqrt(var + eps)`` from the current running statistics, and the BN is removed:
-  exact up to rounding, and one pass over the activations fewer.
+  by an eval-mode BN is folded with it (:mod:`landscape.bn_fold`): exact up to rounding, and one
+  pass over the activations fewer.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from landscape.bn_fold import fold_bn
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -49,29 +50,6 @@ class StatsBN(nn.Module):
         return out
 
 
-class FoldedConv(nn.Module):
-    """``conv`` followed by eval-mode ``bn``, as one convolution with folded weight and bias."""
-
-    def __init__(self, conv: nn.Module, bn: nn.Module):
-        super().__init__()
-        self.conv = conv
-        self.bn = bn
-
-    def forward(self, x: Tensor) -> Tensor:
-        conv, bn = self.conv, self.bn
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        shift = -bn.running_mean
-        if conv.bias is not None:
-            shift = shift + conv.bias
-        if bn.affine:
-            scale = scale * bn.weight
-        bias = shift * scale
-        if bn.affine:
-            bias = bias + bn.bias
-        weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-        return conv._conv_forward(x, weight, bias)
-
-
 def supported(model: nn.Module) -> bool:
     """Whether every BN layer tracks running statistics (what the functional pass writes)."""
     return all(
@@ -92,7 +70,7 @@ def stats_model(model: nn.Module, batches: int) -> nn.Module:
     view = _shared_copy(model).eval()
     for name, module in list(view.named_modules()):
         if isinstance(module, _BN):
-            _set(view, name, StatsBN(module, batches))
+            view.set_submodule(name, StatsBN(module, batches))
     return view
 
 
@@ -105,45 +83,6 @@ def reset(model: nn.Module) -> None:
 
 
 def folded_model(model: nn.Module) -> tuple[nn.Module, int]:
-    """``model`` (shared tensors) with conv -> BN pairs folded; also returns the pairs' count.
-
-    A pair is a convolution whose output goes to a BN layer only, found by ``torch.fx`` tracing;
-    a model that does not trace is returned unfolded (count 0).
-    """
-    view = _shared_copy(model).eval()
-    try:
-        gm = torch.fx.symbolic_trace(view)
-    except Exception:  # data-dependent control flow: evaluate unfolded
-        return view, 0
-    modules = dict(gm.named_modules())
-    folded = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], _BN):
-            continue
-        src = node.args[0]
-        if not (
-            isinstance(src, torch.fx.Node)
-            and src.op == "call_module"
-            and isinstance(modules.get(src.target), nn.modules.conv._ConvNd)
-            and len(src.users) == 1
-            and _channels(modules[src.target]) == modules[node.target].num_features
-        ):
-            continue
-        _set(gm, src.target, FoldedConv(modules[src.target], modules[node.target]))
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
-        folded += 1
-    gm.graph.lint()
-    gm.recompile()
-    return gm.eval(), folded
-
-
-def _channels(conv: nn.Module) -> int:
-    return conv.out_channels
-
-
-def _set(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, new)
-
-
+    """``model`` (shared tensors, eval mode) with conv -> BN pairs folded
+    (:func:`landscape.bn_fold.fold_bn`); also returns the pairs' count (0: unfolded)."""
+    return fold_bn(_shared_copy(model).eval())

@@ -143,11 +143,6 @@ def _activation_floats(model: nn.Module, x: Tensor) -> int:
     return total
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 class GridEvaluator:
     """Loss and error of ``theta + coords[p] @ directions`` for every grid point ``p``.
 
@@ -349,7 +344,7 @@ class GridEvaluator:
         dirs = {n[len(prefix) :]: self.dirs.pop(n) for n in mine if n in self.dirs}
         module = copy.deepcopy(self.work.get_submodule(self.first))
         stand_in = self.stand_in = _FirstLayer(module, base, dirs, self.k, cache_bytes)
-        _set_submodule(self.work, self.first, stand_in)
+        self.work.set_submodule(self.first, stand_in)
         self.base[prefix + "coef"] = stand_in.coef.detach().clone()
         self.dirs[prefix + "coef"] = torch.eye(self.k, device=stand_in.coef.device)
 
