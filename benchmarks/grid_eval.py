@@ -16,7 +16,9 @@ of 256 for BN recomputation ("UpBN"), evaluated on the digits test split (450 sa
   statistics through :func:`landscape.bn_recompute.stats_model`, eval pass with BN folded into
   the convolutions), ``channels_last``, ``bf16`` autocast, and compiled ``functional``; then the
   per-stage timings (BN statistics pass, eval pass) and the key rows of the 2x target against
-  the pre-batched naive loop re-timed in alternation (the CPU is shared).
+  the pre-batched naive loop re-timed in alternation (the CPU is shared); then the
+  convolutions alone (:func:`conv_floor`): the time per point no fp32 engine that computes them
+  can go below, and so the largest speed-up over the pre-batched loop any engine could show.
 - ``loss-landscapes`` (PyPI): ``planar_interpolation`` along the same plane, BN kept ("No UpBN":
   it has no BN recomputation), compared with the naive loop without UpBN at the coordinates it
   actually visits.
@@ -549,10 +551,13 @@ def stage_times(model, dirs, data, bn_batches, repeats: int = 20) -> list[str]:
     return lines
 
 
-def key_rows_rerun(model, dirs, coords, data, bn_batches, rounds: int = 3) -> list[str]:
+def key_rows_rerun(
+    model, dirs, coords, data, bn_batches, rounds: int = 3
+) -> tuple[list[str], float]:
     """The rows of the 2x target timed in alternation (the CPU is shared: a row timed alone can
     fall into a busy moment). Engines are built once (compile paid before); each round times one
-    grid of every row. Returns a markdown table with the median speed-up against pre-batched."""
+    grid of every row. Returns a markdown table with the median speed-up against pre-batched,
+    and the pre-batched loop's median milliseconds per point."""
     test = {"test": data.test}
 
     def built(**options):
@@ -596,7 +601,35 @@ def key_rows_rerun(model, dirs, coords, data, bn_batches, rounds: int = 3) -> li
     for label, ts in times.items():
         speed = float(np.median(pre / np.array(ts)))
         lines.append(f"| {label} | {', '.join(f'{t:.2f}' for t in ts)} | {speed:.2f}x |")
-    return lines
+    return lines, 1e3 * float(np.median(pre)) / len(coords)
+
+
+def conv_floor(model, data, bn_batches, repeats: int = 20) -> tuple[float, list[str]]:
+    """Milliseconds per point of the convolutions alone (each conv of the model on its input
+    for every BN batch and the test split, as captured by hooks): what an engine would take if
+    every other operation were free. Returns it and a markdown table per convolution."""
+    inputs: dict[str, list[Tensor]] = {}
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, n=n: inputs.setdefault(n, []).append(args[0]))
+        for n, m in convs.items()
+    ]
+    try:
+        with torch.no_grad():
+            for x, _ in bn_batches:
+                model(x)
+            model(data.test.x[:TEST_BATCH_SIZE])
+    finally:
+        for h in hooks:
+            h.remove()
+    lines = ["| convolution | input (one batch) | ms per point (all batches) |", "|---|---|---|"]
+    total = 0.0
+    with torch.no_grad():
+        for n, xs in inputs.items():
+            ms = best_ms(lambda xs=xs, conv=convs[n]: [conv(x) for x in xs], repeats)
+            total += ms
+            lines.append(f"| {n} | {tuple(xs[0].shape)} | {ms:.2f} |")
+    return total, lines
 
 
 def best_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -844,7 +877,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 spec = DIRECTION | {"bias_bn": "zero"}
                 dirs = [make_direction(spec | {"seed": s}, model) for s in (1, 2)]
                 stages = stage_times(model, dirs, data, bn_batches)
-                rerun = key_rows_rerun(model, dirs, grid_coords(n), data, bn_batches)
+                rerun, naive_ms = key_rows_rerun(model, dirs, grid_coords(n), data, bn_batches)
+                floor_ms, floor = conv_floor(model, data, bn_batches)
+                floor.append(
+                    f"\nSum {floor_ms:.2f} ms per point; the pre-batched naive loop took "
+                    f"{naive_ms:.2f} ms per point (median of the re-run above): with these fp32 "
+                    f"convolutions no engine, whatever else it fuses or removes, is more than "
+                    f"{naive_ms / floor_ms:.2f}x faster than it."
+                )
 
     info["load_end"] = load_average()
     sections = [
@@ -857,6 +897,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "\n".join(stages),
         "## Key rows re-run (vgg_bn, UpBN): alternated, 3 rounds, seconds per grid",
         "\n".join(rerun),
+        "## Convolutions alone (vgg_bn, UpBN; BN batches and test split, best of 20)",
+        "\n".join(floor),
     ]
     if not args.no_profile:
         for label, call in calls.items():
