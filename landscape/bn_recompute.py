@@ -12,7 +12,7 @@ each BN layer's batch mean and unbiased batch variance. Here:
   so ``torch.compile`` traces it once. (Concatenating the batches into one pass, each normalized
   by its own statistics, was measured slower on a CPU: the concatenation copies.)
 - :func:`folded_model` is a third view for the eval pass in which every convolution followed only
-  by an eval-mode BN is folded with it (:mod:`landscape.bn_fold`): exact up to rounding, and one
+  by an eval-mode BN is folded with it (:mod:`landscape.fast_view`): exact up to rounding, and one
   pass over the activations fewer.
 """
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.bn_fold import fold_bn
+from landscape.fast_view import fast_view
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -83,6 +83,8 @@ def reset(model: nn.Module) -> None:
 
 
 def folded_model(model: nn.Module) -> tuple[nn.Module, int]:
-    """``model`` (shared tensors, eval mode) with conv -> BN pairs folded
-    (:func:`landscape.bn_fold.fold_bn`); also returns the pairs' count (0: unfolded)."""
-    return fold_bn(_shared_copy(model).eval())
+    """``model`` (shared tensors, eval mode) with conv -> BN pairs folded and ReLUs moved after
+    their max-pools (:func:`landscape.fast_view.fast_view`); also returns the folded pairs'
+    count (0: unfolded)."""
+    view = fast_view(_shared_copy(model).eval())
+    return view.module, view.folded

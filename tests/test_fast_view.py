@@ -1,4 +1,4 @@
-"""BN folded into the layer before it (landscape.bn_fold): the same function, names and flags."""
+"""landscape.fast_view: BN folded, ReLUs after their max-pools; the same function and names."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, hessian
 
-from landscape.bn_fold import FoldedBN, fold_bn
+from landscape.fast_view import FoldedBN, fast_view
 from landscape.hessian import HessianLinearOperator
 from landscape.models import build_model
 
 
 class Mixed(nn.Module):
-    """Conv -> BN2d (foldable), conv -> BN2d and a skip (not: the conv's output has two users),
-    BN2d after a pooling (not: no layer before it), Linear -> BN1d (foldable)."""
+    """Conv -> BN2d (folded); conv -> BN2d and a skip (not: the conv's output has two users);
+    ReLU -> max-pool (moved); ReLU -> max-pool and avg-pool (not: two users); BN2d after a sum
+    (not: no layer before it); Linear -> BN1d (folded)."""
 
     def __init__(self):
         super().__init__()
@@ -25,6 +26,8 @@ class Mixed(nn.Module):
         self.bn = nn.BatchNorm2d(3)
         self.conv2 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(3)
+        self.pool = nn.MaxPool2d(2)
+        self.act = nn.ReLU()
         self.bn3 = nn.BatchNorm2d(3)
         self.fc = nn.Linear(12, 5)
         self.bn4 = nn.BatchNorm1d(5)
@@ -33,8 +36,8 @@ class Mixed(nn.Module):
     def forward(self, x):
         x = torch.relu(self.bn(self.conv(x)))
         y = self.conv2(x)
-        x = torch.relu(self.bn2(y) + y)
-        x = self.bn3(F.max_pool2d(x, 4))
+        r = self.act(self.pool(torch.relu(self.bn2(y) + y)))
+        x = self.bn3(self.pool(r) + F.avg_pool2d(r, 2))
         return self.head(torch.relu(self.bn4(self.fc(x.flatten(1)))))
 
 
@@ -62,18 +65,36 @@ def x():
     return torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(1)).double()
 
 
-def test_folds_only_single_user_layer_bn_pairs(mixed):
-    view, count = fold_bn(mixed)
-    assert count == 2
-    called = {n.target for n in view.graph.nodes if n.op == "call_module"}
-    assert {"bn", "bn4"}.isdisjoint(called) and {"bn2", "bn3"} <= called
+def test_rewrites_only_single_user_pairs(mixed):
+    view, folded, moved = fast_view(mixed)
+    assert (folded, moved) == (2, 1)
+    nodes = list(view.graph.nodes)
+    called = [n.target for n in nodes if n.op == "call_module"]
+    assert {"bn", "bn4"}.isdisjoint(called) and {"bn2", "bn3", "act"} <= set(called)
     assert isinstance(view.get_submodule("conv"), FoldedBN)
     assert isinstance(view.get_submodule("fc"), FoldedBN)
+    first_pool = next(n for n in nodes if n.target == "pool")
+    assert first_pool.args[0].target is not torch.relu  # the ReLU now follows the pool
+    assert [u.target for u in first_pool.users] == [F.relu]
+
+
+def test_gradients_at_ties_equal_the_model_bit_for_bit(mixed):
+    """Windows of equal values (integer inputs, zeros after the ReLU): the first maximum gets the
+    gradient either way."""
+    view = fast_view(mixed.float()).module
+    x = torch.randint(-1, 2, (5, 1, 8, 8), generator=torch.Generator().manual_seed(4)).float()
+    grads = []
+    for net in (mixed, view):
+        net.zero_grad()
+        net(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in mixed.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_keeps_names_and_shares_tensors_and_bn_layers(mixed):
     types = {n: type(m) for n, m in mixed.named_modules()}
-    view, _ = fold_bn(mixed)
+    view = fast_view(mixed).module
     assert dict(view.named_parameters()).keys() == dict(mixed.named_parameters()).keys()
     assert dict(view.named_buffers()).keys() == dict(mixed.named_buffers()).keys()
     for (n, a), b in zip(mixed.named_parameters(), view.parameters(), strict=True):
@@ -83,7 +104,7 @@ def test_keeps_names_and_shares_tensors_and_bn_layers(mixed):
 
 
 def test_eval_mode_equals_the_model_and_train_mode_is_the_model_itself(mixed, x):
-    view, _ = fold_bn(mixed)
+    view = fast_view(mixed).module
     with torch.no_grad():
         torch.testing.assert_close(view(x), mixed(x), rtol=1e-13, atol=1e-13)
         mixed.train()  # batch statistics: the pairs run unfolded, bit for bit
@@ -91,7 +112,7 @@ def test_eval_mode_equals_the_model_and_train_mode_is_the_model_itself(mixed, x)
 
 
 def test_functional_call_substitutes_every_tensor(mixed, x):
-    view, _ = fold_bn(mixed)
+    view = fast_view(mixed).module
     other = {n: p + 0.1 * torch.randn_like(p) for n, p in mixed.named_parameters()}
     with torch.no_grad():
         torch.testing.assert_close(
@@ -102,22 +123,22 @@ def test_functional_call_substitutes_every_tensor(mixed, x):
         )
 
 
-def test_default_models_fold_every_pair(digits):
+def test_default_models_rewrite_every_pair(digits):
     for spec, pairs in (
-        ({"arch": "vgg", "layers": [16, "M", 32, "M", 64]}, 3),
-        ({"arch": "resnet", "depth": 8, "width": 8}, 9),
+        ({"arch": "vgg", "layers": [16, "M", 32, "M", 64]}, (3, 2)),
+        ({"arch": "resnet", "depth": 8, "width": 8}, (9, 0)),
     ):
         torch.manual_seed(0)
         model = _randomized(build_model(spec, 10, (1, 8, 8)))
-        view, count = fold_bn(model)
-        assert count == pairs
+        view, folded, moved = fast_view(model)
+        assert (folded, moved) == pairs
         with torch.no_grad():
             torch.testing.assert_close(view(digits.test.x), model(digits.test.x), rtol=0, atol=1e-5)
 
 
 def test_model_without_bn_is_not_traced():
-    model = nn.Sequential(nn.Linear(3, 2))
-    assert fold_bn(model) == (model, 0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    assert fast_view(model) == (model, 0, 0)
 
 
 @pytest.mark.parametrize("method", ["jvp", "double_backward", "retained"])
