@@ -1,6 +1,7 @@
 """What every benchmark table records about the machine it ran on."""
 
 import datetime
+import os
 import platform
 from pathlib import Path
 
@@ -23,3 +24,8 @@ def machine_info() -> dict[str, str]:
         "cpu": cpu,
         "threads": str(torch.get_num_threads()),
     }
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -38,7 +38,6 @@ import copy
 import cProfile
 import io
 import math
-import os
 import pstats
 import re
 import sys
@@ -55,7 +54,7 @@ import torch
 import torch._inductor.config
 import torch.nn.functional as F
 import yaml
-from _machine import machine_info
+from _machine import load_average, machine_info
 from torch import Tensor, nn
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader, TensorDataset
@@ -168,11 +167,6 @@ def forward_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
         for h in hooks:
             h.remove()
     return total
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def has_bn(model: nn.Module) -> bool:

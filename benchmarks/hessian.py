@@ -69,7 +69,7 @@ import threadpoolctl
 import torch
 import torch.nn.functional as F
 import yaml
-from _machine import machine_info
+from _machine import load_average, machine_info
 from torch import Tensor, nn
 from torch.func import functional_call, hessian, jacrev, vmap
 
@@ -1062,7 +1062,8 @@ def header(info, trained, refs, samples, reps) -> str:
         f"- date: {info['date']}",
         f"- torch {info['torch']}, CPU: {info['cpu']}, torch threads: {info['threads']}; "
         f"{package_versions()}",
-        "- taken on the shared 2-core machine while other jobs ran: timings are noisy; each is "
+        f"- load average at start / end (1, 5, 15 min): {info['load_start']} / "
+        f"{info['load_end']}; timings on a shared VM are noisy: each is "
         f"the median of up to {reps} repeats (at least 3; seed r in repeat r), the rows of a "
         "table (per model) interleaved, repeat after repeat, so that the machine's changing load "
         "weighs on all alike; products are the median count",
@@ -1140,6 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     info = machine_info()
+    info["load_start"] = load_average()
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     data = load_data(config["datasets"]["digits"], "cpu")
     x, y = data.train.x[:SAMPLES], data.train.y[:SAMPLES]
@@ -1166,6 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     if fn is not None and task in args.tasks:
                         rows += fn(case, model, x, y, refs[case], args.repeats, args.budget)
 
+    info["load_end"] = load_average()
     sections = [
         header(info, trained, refs, SAMPLES, args.repeats),
         "## Results",
