@@ -324,6 +324,19 @@ def test_float32_operator_close_to_float64(models, data, dense):
     assert rel(out.double(), dense["mlp"][0] @ v) < 1e-5
 
 
+@pytest.mark.parametrize("basis", [None, torch.float32])
+def test_lanczos_on_a_float32_operator_in_either_basis_dtype(basis, models, data, dense):
+    op = HessianLinearOperator(models["vgg"], [data])
+    result = lanczos(op, 3, seed=1, basis_dtype=basis)
+    evals = np.linalg.eigvalsh(dense["vgg"][0].numpy())[::-1][:3]
+    assert result.eigenvectors.dtype == torch.float32
+    assert result.eigenvectors.shape == (op.shape[0], 3)
+    np.testing.assert_allclose(result.eigenvalues, evals, rtol=1e-4)
+    products = torch.stack([op.matvec(v) for v in result.eigenvectors.T], 1)
+    mine = (products - result.eigenvectors * torch.tensor(result.eigenvalues).float()).norm(dim=0)
+    np.testing.assert_allclose(result.residuals, mine.numpy(), rtol=0.2, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mlp", "vgg"])
 def test_trace_estimators(name, ops, dense):
     op = ops[name]
