@@ -77,9 +77,10 @@ class _Lanczos:
         self.op, self.gen, self.restart = op, gen, restart
         self.n = op.shape[0]
         self.dtype = op.dtype if basis_dtype is None else basis_dtype
-        self.V = torch.zeros(min(self.n, 64), self.n, dtype=self.dtype, device=op.device)
+        # rows are written before they are read (V[:m + 1], W[:m]): no zero-filling
+        self.V = torch.empty(min(self.n, 64), self.n, dtype=self.dtype, device=op.device)
         self.V[0] = v0 / v0.norm()
-        self.W = torch.zeros_like(self.V) if keep_products else None
+        self.W = torch.empty_like(self.V) if keep_products else None
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples v_j and v_{j+1}
         self.m = 0  # steps done; V[: m + 1] filled unless stopped
@@ -114,7 +115,7 @@ class _Lanczos:
                 self.stopped = True
                 break
             if self.m >= self.V.shape[0]:
-                grown = torch.zeros(
+                grown = torch.empty(
                     min(self.n, 2 * self.V.shape[0]),
                     self.n,
                     dtype=self.V.dtype,
@@ -122,7 +123,7 @@ class _Lanczos:
                 )
                 grown[: self.V.shape[0]] = self.V
                 if self.W is not None:
-                    products = torch.zeros_like(grown)
+                    products = torch.empty_like(grown)
                     products[: self.W.shape[0]] = self.W
                     self.W = products
                 self.V = grown
