@@ -107,7 +107,10 @@ def eigenpairs(op: hessian.HessianLinearOperator, spec: Mapping[str, Any], which
         return block_lanczos(
             op, k, which=which, block_size=size, tol=tol, max_steps=max_steps, seed=seed
         )
-    return hessian.lanczos(op, k, which=which, tol=tol, max_steps=spec.get("max_steps"), seed=seed)
+    basis = getattr(torch, spec.get("basis", "float64"))
+    return hessian.lanczos(
+        op, k, which=which, tol=tol, max_steps=spec.get("max_steps"), seed=seed, basis_dtype=basis
+    )
 
 
 def compute_spectrum(
@@ -127,7 +130,8 @@ def compute_spectrum(
 
     Args:
         spec: the ``hessian`` block's evaluation keys plus ``spectrum``: ``k``, ``which`` (a
-            list of ``LA``/``SA``), ``method``, ``block_size``, ``tol``, ``max_steps``, ``seed``.
+            list of ``LA``/``SA``), ``method``, ``block_size``, ``tol``, ``max_steps``, ``seed``,
+            ``basis`` (``float64``/``float32``, ``lanczos``).
     """
     op, meta = _load(checkpoint, spec, dataset, device)
     sub = spec.get("spectrum", {})

@@ -82,6 +82,19 @@ def test_bad_references_name_the_key(edit, key):
         check_references(config)
 
 
+def test_schema_rejects_an_unknown_lanczos_basis():
+    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    config.setdefault("hessian", {})["spectrum"] = {"basis": "float16"}
+    with pytest.raises(Exception, match="float16"):
+        validate(config, SCHEMA)
+    config["hessian"]["spectrum"] = {"basis": "float32"}
+    validate(config, SCHEMA)
+    assert "basis" in config["hessian"]["spectrum"]
+    config["hessian"]["spectrum"] = {}
+    validate(config, SCHEMA)
+    assert "basis" not in config["hessian"]["spectrum"]  # no default: old specs unchanged
+
+
 def test_direction_references_resolve_runs_and_epochs():
     config = load("tests/configs/tiny.yaml")
     config["directions"]["other"] = {"kind": "checkpoint", "target": {"run": "vgg_bn", "epoch": 0}}

@@ -90,6 +90,20 @@ def test_spectrum_matches_dense_hessian(spectrum, dense):
     assert art.attrs["subset_seed"] == 0  # with the split and samples: the evaluation set
 
 
+def test_spectrum_in_float32_with_either_basis(checkpoint, dense, tmp_path):
+    values, _ = dense
+    found = {}
+    for basis in ("float64", "float32"):
+        out = tmp_path / f"{basis}.h5"
+        spectrum = {"k": 3, "which": ["LA"], "tol": 1e-6, "basis": basis}
+        compute_spectrum(checkpoint, out, {**SPEC, "spectrum": spectrum}, DATASET, device="cpu")
+        art = store.open(out)
+        found[basis] = art["LA/eigenvalues"]
+    for basis, got in found.items():
+        np.testing.assert_allclose(got, values[::-1][:3], rtol=1e-4, err_msg=basis)
+    assert not np.array_equal(found["float64"], found["float32"])  # the key reaches lanczos
+
+
 def test_eigenvector_direction_round_trip(spectrum, checkpoint, dense, tmp_path):
     _, vectors = dense
     out = tmp_path / "ne2.h5"

@@ -56,7 +56,7 @@ class _Lanczos:
     :math:`w \leftarrow w - \alpha_j v_j`, then orthogonalizes :math:`w` against all previous
     vectors twice (classical Gram-Schmidt, twice is enough), :math:`\beta_j = \|w\|`,
     :math:`v_{j+1} = w / \beta_j`. The basis lives on the operator's device in ``basis_dtype``
-    (default: the operator's dtype; products are taken in the operator's dtype). On a
+    (default: the operator's dtype; products are taken and kept in the operator's dtype). On a
     breakdown (:math:`\beta_j \le \min(10 n \varepsilon, \sqrt\varepsilon) \max(|\alpha|, \beta)`:
     an invariant subspace; without the :math:`\sqrt\varepsilon` cap a float32 basis of
     large ``n`` would take an ordinary :math:`\beta_j` for one) it either stops (``restart=False``,
@@ -80,7 +80,7 @@ class _Lanczos:
         # rows are written before they are read (V[:m + 1], W[:m]): no zero-filling
         self.V = torch.empty(min(self.n, 64), self.n, dtype=self.dtype, device=op.device)
         self.V[0] = v0 / v0.norm()
-        self.W = torch.empty_like(self.V) if keep_products else None
+        self.W = torch.empty_like(self.V, dtype=op.dtype) if keep_products else None
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples v_j and v_{j+1}
         self.m = 0  # steps done; V[: m + 1] filled unless stopped
@@ -98,9 +98,10 @@ class _Lanczos:
         while self.m < target and not self.stopped:
             j = self.m
             v = self.V[j]
-            w = self.op.matvec(v.to(self.op.dtype)).to(self.dtype)
+            w = self.op.matvec(v.to(self.op.dtype))
             if self.W is not None:
                 self.W[j] = w
+            w = w.to(self.dtype)
             if j > 0:
                 w = w - self.beta[j - 1] * self.V[j - 1]
             a = float(v @ w)
@@ -123,7 +124,7 @@ class _Lanczos:
                 )
                 grown[: self.V.shape[0]] = self.V
                 if self.W is not None:
-                    products = torch.empty_like(grown)
+                    products = torch.empty_like(grown, dtype=self.W.dtype)
                     products[: self.W.shape[0]] = self.W
                     self.W = products
                 self.V = grown
@@ -229,11 +230,11 @@ def lanczos(
         tol: Relative residual for convergence, default :math:`\sqrt{\varepsilon}` of the dtype.
         seed: Seeds the start vector (and restarts after a breakdown).
         residuals: ``"stored"`` (default), ``"recompute"`` or ``"estimate"`` (see above).
-        basis_dtype: Dtype of the basis, its projections and the stored products, default
-            float64: on a float32 operator the Ritz values are then limited by the products'
-            rounding, not by float32 dot products over ``n`` entries (vgg_bn of
-            ``benchmarks/hessian.py``: worst relative error of the top 5 from 1.8e-6 to 6e-7 at
-            the same 15 products). ``op.dtype`` halves the basis' memory.
+        basis_dtype: Dtype of the basis and its projections (the stored products stay in the
+            operator's dtype), default float64: on a float32 operator the Ritz values are then
+            limited by the products' rounding, not by float32 dot products over ``n`` entries
+            (vgg_bn of ``benchmarks/hessian.py``: worst relative error of the top 5 from 1.8e-6
+            to 6e-7 at the same 15 products). ``op.dtype`` halves the basis' memory.
 
     Returns:
         :class:`Eigenpairs`: eigenvalues most extreme first (descending for ``LA``, ascending for
@@ -281,7 +282,7 @@ def lanczos(
     if residuals == "recompute":
         vectors = vectors.to(op.dtype)
         return Eigenpairs(values, vectors, _residuals(op, values, vectors))
-    hy = (lz.W[: lz.m].T @ s_sel) / norms
+    hy = (lz.W[: lz.m].T @ s_sel.to(lz.W.dtype)).to(dtype) / norms
     theta_sel = torch.as_tensor(values, dtype=dtype, device=op.device)
     res = (hy - vectors * theta_sel).norm(dim=0).double().cpu().numpy()
     return Eigenpairs(values, vectors.to(op.dtype), res)
