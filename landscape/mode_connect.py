@@ -47,6 +47,7 @@ from landscape import store
 from landscape.data import Split, load_data
 from landscape.evaluate import fixed_bn_batches
 from landscape.grid import GridEvaluator
+from landscape.sgd import SGD
 from landscape.train import epoch_generator, load_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def train_bend(
     fixed_b = {n: theta_b[n].detach() for n in names}
     bend = {n: t.clone().requires_grad_(True) for n, t in init_bend(fixed_a, fixed_b).items()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-    optimizer = torch.optim.SGD(bend.values(), lr=lr, momentum=momentum, weight_decay=0.0)
+    optimizer = SGD(bend.values(), lr=lr, momentum=momentum, weight_decay=0.0)
     sampler = torch.Generator().manual_seed(seed)
     was_training = model.training
     history = {"loss": np.empty(epochs), "lr": np.empty(epochs)}

@@ -41,6 +41,7 @@ from landscape import store
 from landscape.augment import CropFlip
 from landscape.data import DataBundle, Split, load_data
 from landscape.models import build_model
+from landscape.sgd import SGD
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def evaluate_split(model: nn.Module, split: Split, batch_size: int) -> tuple[flo
 
 def train_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: SGD,
     split: Split,
     cfg: TrainConfig,
     epoch: int,
@@ -289,9 +290,10 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every trainable parameter."""
-    return torch.optim.SGD(
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> SGD:
+    """SGD with momentum and weight decay on every parameter (:class:`landscape.sgd.SGD`:
+    torch.optim.SGD's update and checkpoint state without torch.optim's start-up cost)."""
+    return SGD(
         model.parameters(),
         lr=cfg.lr,
         momentum=cfg.momentum,

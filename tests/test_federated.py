@@ -455,29 +455,7 @@ def test_schema_keeps_a_subset_of_algorithms_and_names_bad_keys():
     assert schema_error(loss, schema).startswith("federated.algorithms.fedsign.loss: 'l1'")
 
 
-# --------------------------------------------------------------------------- local optimizer
-
-
-@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 5e-4), (0.0, 5e-4), (0.9, 0.0)])
-def test_local_sgd_is_bitwise_torch_sgd(momentum, weight_decay):
-    from landscape.federated.sgd import LocalSGD
-
-    data = toy_data()
-    torch.manual_seed(3)
-    ours = build_model(VGG, data.num_classes, data.input_shape)
-    theirs = build_model(VGG, data.num_classes, data.input_shape)
-    theirs.load_state_dict(ours.state_dict())
-    local = LocalSGD(ours.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay)
-    reference = torch.optim.SGD(
-        theirs.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay
-    )
-    for x, y in data.train.batches(8, shuffle=True, generator=torch.Generator().manual_seed(0)):
-        for model, opt in ((ours, local), (theirs, reference)):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+# --------------------------------------------------------------------------- start-up
 
 
 def test_a_federated_run_does_not_import_torch_dynamo():

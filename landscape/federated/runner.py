@@ -39,9 +39,9 @@ from torch import nn
 from landscape import store
 from landscape.data import DataBundle, Split, load_data
 from landscape.federated.algorithms import Algorithm, make_algorithm, sign_agreement
-from landscape.federated.sgd import LocalSGD
 from landscape.federated.split import dirichlet_split, label_counts
 from landscape.models import build_model
+from landscape.sgd import SGD
 from landscape.train import evaluate_split, resolve_device
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def train_client(
         ``(sum of per-sample cross-entropy over the local steps, samples seen)``.
     """
     algorithm.begin_client(client, local)
-    optimizer = LocalSGD(
+    optimizer = SGD(
         local.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     local.train()
