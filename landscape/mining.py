@@ -51,7 +51,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import grad_and_value
 
 from landscape.directions.base import Direction, normalize, trainable
 from landscape.directions.gradient import negative_gradient
@@ -61,6 +60,7 @@ from landscape.hessian import (
     LossFn,
     directional_derivatives,
     make_batch_loss,
+    make_grad_and_value,
     soa_loss_change,
 )
 from landscape.hessian.lanczos import _probe
@@ -161,7 +161,7 @@ class _Objective:
         self.batches = [self._prepare(x, y) for x, y in batches]
         if not self.batches:
             raise ValueError("no batches given")
-        self._gv = grad_and_value(make_batch_loss(work, loss, frozen, buffers))
+        self._gv = make_grad_and_value(make_batch_loss(work, loss, frozen, buffers))
 
     def _prepare(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = x.to(self.device)

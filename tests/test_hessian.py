@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +30,8 @@ from landscape.hessian import (
     hutchinson,
     hutchpp,
     lanczos,
+    make_batch_loss,
+    make_grad_and_value,
     slq_density,
     soa_loss_change,
     time_matvec,
@@ -193,6 +198,42 @@ def test_gradient_and_loss(name, ops, dense):
     assert rel(ops[name].gradient(), g) < 1e-12
     assert ops[name].loss_value() == pytest.approx(value, rel=1e-12)
     assert ops[name].loss_at(ops[name].params()) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_grad_and_value_is_torch_func_s_bitwise(dtype, models, data):
+    model = models["vgg"]
+    params = {n: p.detach().to(dtype) for n, p in model.named_parameters()}
+    buffers = {n: b.to(dtype) if b.is_floating_point() else b for n, b in model.named_buffers()}
+    work = copy.deepcopy(model).to(dtype).eval()
+    batch_loss = make_batch_loss(work, F.cross_entropy, {}, buffers)
+    x, y = data[0].to(dtype), data[1]
+    ours, value = make_grad_and_value(batch_loss)(params, x, y)
+    theirs, reference = torch.func.grad_and_value(batch_loss)(params, x, y)
+    assert ours.keys() == theirs.keys() and not value.requires_grad
+    assert all(torch.equal(ours[n], theirs[n]) for n in ours) and torch.equal(value, reference)
+
+    def half_unused(p, x, y):  # the classifier's bias does not enter: zeros, as torch.func's
+        p = {**p, "classifier.bias": torch.zeros_like(p["classifier.bias"])}
+        return batch_loss(p, x, y)
+
+    ours, _ = make_grad_and_value(half_unused)(params, x, y)
+    assert torch.equal(ours["classifier.bias"], torch.zeros_like(params["classifier.bias"]))
+
+
+def test_gradient_and_products_do_not_import_torch_dynamo():
+    code = (
+        "import sys, torch\n"
+        "from landscape.hessian import HessianLinearOperator, lanczos\n"
+        "from landscape.models import build_model\n"
+        "model = build_model({'arch': 'vgg', 'layers': [4, 'M', 8], 'bn': True}, 3, (1, 4, 4))\n"
+        "x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])\n"
+        "op = HessianLinearOperator(model.eval(), [(x, y)])\n"
+        "op.gradient(), lanczos(op, 2)\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])

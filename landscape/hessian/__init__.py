@@ -44,7 +44,7 @@ Every name above is importable from ``landscape.hessian``; the code lives in its
 - :mod:`~landscape.hessian.operator`: :class:`HessianLinearOperator` (its data, the determinism
   guard and the guarded products ``matvec``/``matmat``), :func:`time_matvec`.
 - :mod:`~landscape.hessian.products`: the products by method (the operator's base class),
-  :func:`make_batch_loss`, :func:`make_hvp`.
+  :func:`make_batch_loss`, :func:`make_grad_and_value`, :func:`make_hvp`.
 - :mod:`~landscape.hessian.lanczos`: :class:`Eigenpairs`, :func:`lanczos`, :func:`eigsh_topk`
   and the Lanczos iteration and probes the other solvers share.
 - :mod:`~landscape.hessian.block_lanczos`: :func:`block_lanczos`.
@@ -68,7 +68,7 @@ from landscape.hessian.operator import (
     NondeterministicOperatorError,
     time_matvec,
 )
-from landscape.hessian.products import LossFn, make_batch_loss, make_hvp
+from landscape.hessian.products import LossFn, make_batch_loss, make_grad_and_value, make_hvp
 from landscape.hessian.second_order import directional_derivatives, soa_loss_change
 from landscape.hessian.spectral_density import (
     PYHESSIAN_GRID_POINTS,
@@ -99,6 +99,7 @@ __all__ = [
     "hutchpp",
     "lanczos",
     "make_batch_loss",
+    "make_grad_and_value",
     "make_hvp",
     "slq_density",
     "soa_loss_change",

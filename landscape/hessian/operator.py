@@ -19,10 +19,17 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call
 
 from landscape.fast_view import fast_view
-from landscape.hessian.products import LossFn, _Graph, _Products, make_batch_loss, make_hvp
+from landscape.hessian.products import (
+    LossFn,
+    _Graph,
+    _Products,
+    make_batch_loss,
+    make_grad_and_value,
+    make_hvp,
+)
 from landscape.precision import float32_precision
 
 BN_MODES = ("eval", "train")
@@ -372,7 +379,7 @@ class HessianLinearOperator(_Products):
 
     def _gradient_and_loss(self) -> tuple[Tensor, float]:
         if self._grad_cache is None:
-            gv = grad_and_value(self._batch_loss)
+            gv = make_grad_and_value(self._batch_loss)
             g = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
             value = 0.0
             with self._mode():

@@ -1,8 +1,9 @@
 r"""How :class:`~landscape.hessian.HessianLinearOperator` computes its Hessian-vector products.
 
-:func:`make_batch_loss` is one batch's loss as a pure function of the trainable parameters and
-:func:`make_hvp` its forward-over-reverse product. :class:`_Products`, the operator's base class,
-holds the products by method, all of them unguarded: forward-over-reverse (``"jvp"``),
+:func:`make_batch_loss` is one batch's loss as a pure function of the trainable parameters,
+:func:`make_grad_and_value` its gradient and :func:`make_hvp` its forward-over-reverse product.
+:class:`_Products`, the operator's base class, holds the products by method, all of them
+unguarded: forward-over-reverse (``"jvp"``),
 reverse-over-reverse (``"double_backward"``), through the retained gradient graph
 (``"retained"``), and a block of products at once (:meth:`~_Products.matmat_batched`). The
 operator's data, its determinism guard and the guarded products ``matvec`` and ``matmat`` are in
@@ -45,6 +46,36 @@ def make_batch_loss(
         return loss(functional_call(model, (params, frozen, buffers), (x,)), y)
 
     return batch_loss
+
+
+def make_grad_and_value(
+    batch_loss: Callable[[dict[str, Tensor], Tensor, Tensor], Tensor],
+) -> Callable[[dict[str, Tensor], Tensor, Tensor], tuple[dict[str, Tensor], Tensor]]:
+    r"""Returns :math:`(\theta, x, y) \mapsto (\nabla_\theta \bar\ell, \bar\ell)` by reverse mode.
+
+    ``torch.autograd.grad`` on detached leaf copies of ``params`` (gradients enabled inside):
+    the values of ``torch.func.grad_and_value`` bit for bit (tests/test_hessian.py), without its
+    import of ``torch._dynamo`` on the first call in a process (1.2-1.5 s here; every gradient job
+    of the workflow is a process of its own). A parameter the loss does not use gets zeros.
+
+    Args:
+        batch_loss: As returned by :func:`make_batch_loss`.
+
+    Returns:
+        ``grad_and_value(params, x, y)`` -> ``({name: gradient}, detached 0-d loss)``.
+    """
+
+    def grad_and_value(params: dict[str, Tensor], x: Tensor, y: Tensor):
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        with torch.enable_grad():
+            value = batch_loss(leaves, x, y)
+            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+        return {
+            n: torch.zeros_like(leaf) if g is None else g
+            for (n, leaf), g in zip(leaves.items(), grads, strict=True)
+        }, value.detach()
+
+    return grad_and_value
 
 
 def make_hvp(
