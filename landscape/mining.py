@@ -130,7 +130,8 @@ class _Objective:
     The copy is cast to ``dtype`` and put in the mode of ``bn_mode`` for good (in ``"train"``
     mode its BN layers stop tracking running statistics), so the caller's model is never touched.
     ``theta`` holds detached copies of the trainable parameters; ``grad_and_value(params, b)`` is
-    the gradient and value of batch ``b``'s mean loss at ``params`` (``torch.func``, no ``.grad``).
+    the gradient and value of batch ``b``'s mean loss at ``params``
+    (:func:`landscape.hessian.make_grad_and_value`, no ``.grad``).
     """
 
     def __init__(

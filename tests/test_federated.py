@@ -453,23 +453,3 @@ def test_schema_keeps_a_subset_of_algorithms_and_names_bad_keys():
     assert schema_error(unknown, schema).startswith("federated.algorithms.fedsgn: unknown key")
     loss = {**base, "federated": {"algorithms": {"fedsign": {"loss": "l1"}}}}
     assert schema_error(loss, schema).startswith("federated.algorithms.fedsign.loss: 'l1'")
-
-
-# --------------------------------------------------------------------------- start-up
-
-
-def test_a_federated_run_does_not_import_torch_dynamo():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from tests.test_federated import builder, small_config, toy_data, VGG\n"
-        "from landscape.federated.runner import simulate\n"
-        "data = toy_data()\n"
-        "for algorithm in ('fedavg', 'fedprox', 'moon', 'feddyn', 'fedpan', 'fedsign'):\n"
-        "    simulate(small_config(algorithm=algorithm), data, builder(data, VGG))\n"
-        "assert 'torch._dynamo' not in sys.modules, 'a federated run imported torch._dynamo'\n"
-    )
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from landscape.sgd import SGD
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Net(nn.Module):
@@ -172,18 +166,3 @@ def test_zero_grad_without_set_to_none_zeroes_in_place():
     assert model.conv.weight.grad is grad and not grad.any()
     opt.zero_grad()
     assert model.conv.weight.grad is None
-
-
-def test_training_a_checkpoint_does_not_import_torch_dynamo(tmp_path):
-    code = (
-        "import sys\n"
-        "from landscape.train import train_model\n"
-        "spec = {'run': 'r', 'dataset_name': 'd', 'dataset': {'source': 'digits'},\n"
-        "        'model_name': 'm', 'model': {'arch': 'vgg', 'layers': [4, 'M', 8]},\n"
-        "        'train': {'epochs': 2, 'batch_size': 256, 'momentum': 0.9, 'nesterov': True}}\n"
-        f"train_model({str(tmp_path / 'e0.pt')!r}, spec, 0, device='cpu')\n"
-        f"train_model({str(tmp_path / 'e2.pt')!r}, spec, 2, previous={str(tmp_path / 'e0.pt')!r},"
-        " device='cpu')\n"
-        "assert 'torch._dynamo' not in sys.modules, 'training imported torch._dynamo'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
