@@ -20,8 +20,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_HYPER = ("lr", "momentum", "weight_decay", "nesterov")
-
 
 class SGD:
     r"""``g = \nabla + wd\,p;\ b = m b + g\ (b = g\ \text{first});\ g = g + m b`` (Nesterov)
@@ -132,7 +130,12 @@ class SGD:
         saved = groups[0]
         if saved.get("dampening", 0) != 0 or saved.get("maximize", False):
             raise ValueError("SGD state: dampening and maximize are not supported")
-        self.param_groups[0].update({k: saved[k] for k in _HYPER if k in saved})
+        # the saved group itself, as torch.optim keeps it: a checkpoint written after a resume
+        # then pickles to the same bytes as torch.optim's (pickle memoizes by object)
+        group = {**saved, "params": self.params}
+        for key, value in self.param_groups[0].items():
+            group.setdefault(key, value)
+        self.param_groups[0] = group
         position = {pid: i for i, pid in enumerate(saved["params"])}
         self.buffers = [None] * len(self.params)
         for pid, entry in state_dict["state"].items():

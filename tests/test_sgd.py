@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,3 +168,40 @@ def test_zero_grad_without_set_to_none_zeroes_in_place():
     assert model.conv.weight.grad is grad and not grad.any()
     opt.zero_grad()
     assert model.conv.weight.grad is None
+
+
+def test_a_resumed_chain_writes_torch_optim_s_checkpoint_bytes(tmp_path, monkeypatch):
+    """Values, state layout and even pickle's sharing of key strings: 0 -> 1 -> 3 with either."""
+    from landscape import train
+
+    spec = {
+        "run": "r",
+        "dataset_name": "d",
+        "dataset": {"source": "digits"},
+        "model_name": "m",
+        "model": {"arch": "vgg", "layers": [4, "M", 8]},
+        "train": {"epochs": 3, "batch_size": 256, "nesterov": True},
+    }
+
+    def chain(folder):
+        folder.mkdir()
+        monkeypatch.chdir(folder)  # relative paths, as the workflow records them
+        previous = None
+        for epoch in (0, 1, 3):
+            train.train_model(f"{epoch}.pt", spec, epoch, previous=previous, device="cpu")
+            previous = f"{epoch}.pt"
+        return Path("3.pt").read_bytes()
+
+    ours = chain(tmp_path / "ours")
+    monkeypatch.setattr(
+        train,
+        "make_optimizer",
+        lambda model, cfg: torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        ),
+    )
+    assert ours == chain(tmp_path / "torch")
