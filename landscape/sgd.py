@@ -22,8 +22,9 @@ from torch import Tensor
 
 
 class SGD:
-    r"""``g = \nabla + wd\,p;\ b = m b + g\ (b = g\ \text{first});\ g = g + m b`` (Nesterov)
-    ``\text{or}\ b;\ p \mathrel{-}= lr\, g``: ``torch.optim.SGD`` with ``dampening=0``.
+    """``torch.optim.SGD`` with ``dampening=0``: per step, with ``d`` the gradient,
+    ``d += weight_decay * p``; ``b = momentum * b + d`` (``b = d`` at a parameter's first step);
+    ``p -= lr * (d + momentum * b if nesterov else b)``.
 
     One parameter group, ``param_groups[0]``, whose ``"lr"`` may be set between steps (a
     schedule), as with torch.optim. Parameters whose ``.grad`` is None are skipped (no momentum

@@ -3,11 +3,10 @@ r"""How :class:`~landscape.hessian.HessianLinearOperator` computes its Hessian-v
 :func:`make_batch_loss` is one batch's loss as a pure function of the trainable parameters,
 :func:`make_grad_and_value` its gradient and :func:`make_hvp` its forward-over-reverse product.
 :class:`_Products`, the operator's base class, holds the products by method, all of them
-unguarded: forward-over-reverse (``"jvp"``),
-reverse-over-reverse (``"double_backward"``), through the retained gradient graph
-(``"retained"``), and a block of products at once (:meth:`~_Products.matmat_batched`). The
-operator's data, its determinism guard and the guarded products ``matvec`` and ``matmat`` are in
-:mod:`landscape.hessian.operator`.
+unguarded: forward-over-reverse (``"jvp"``), reverse-over-reverse (``"double_backward"``),
+through the retained gradient graph (``"retained"``), and a block of products at once
+(:meth:`~_Products.matmat_batched`). The operator's data, its determinism guard and the guarded
+products ``matvec`` and ``matmat`` are in :mod:`landscape.hessian.operator`.
 """
 
 from __future__ import annotations
